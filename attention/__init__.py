@@ -1,0 +1,1 @@
+"""attention: comfy-free core of the pack (plain PyTorch/NumPy)."""

@@ -1,0 +1,1 @@
+"""masks: comfy-free core of the pack (plain PyTorch/NumPy)."""

@@ -1,0 +1,1 @@
+"""sampling: comfy-free core of the pack (plain PyTorch/NumPy)."""
