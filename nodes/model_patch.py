@@ -1,0 +1,100 @@
+"""Installing VideoGrain's attention on a ModelPatcher clone (never on the model passed in).
+
+All patches go through `ModelPatcher.clone()` and `transformer_options["patches_replace"]`; per-run
+state (the attention recorder) lives under the pack's own key in the clone's transformer_options.
+"""
+from __future__ import annotations
+
+from ..attention.stlayout import (RECORDER_KEY, AttentionRecorder, SpaceTimeSelfAttention, STLayoutAttention,
+                                  STLayoutSettings)
+
+STATE_KEY = "videograin"  # transformer_options key holding the EditPatch of an ST-Layout model
+
+# SD1.5 transformer blocks as ComfyUI tags them (block_name, number); spec §6.
+SD15_BLOCKS = [("input", 1), ("input", 2), ("input", 4), ("input", 5), ("input", 7), ("input", 8),
+               ("middle", 0)] + [("output", i) for i in range(3, 12)]
+HIGHEST_RESOLUTION = {("input", 1), ("input", 2), ("output", 9), ("output", 10), ("output", 11)}
+LEVELS = {"below_highest": [b for b in SD15_BLOCKS if b not in HIGHEST_RESOLUTION], "all": SD15_BLOCKS}
+
+
+class EditPatch:
+    """What VideoGrainApplySTLayout leaves on its clone: the layout and the settings it used."""
+
+    def __init__(self, layout, settings: STLayoutSettings, levels: str):
+        self.layout, self.settings, self.levels = layout, settings, levels
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+def check_sd15(model, node: str) -> None:
+    """Refuse models whose UNet is not laid out like SD1.5 (the patch keys would not exist)."""
+    from .errors import VideoGrainInputError
+
+    config = getattr(getattr(model.model, "model_config", None), "unet_config", {}) or {}
+    if config.get("transformer_depth_output") != [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0] \
+            or list(config.get("channel_mult", [])) != [1, 2, 4, 4]:
+        raise VideoGrainInputError(node, "model", "VideoGrain works on SD1.5-family checkpoints only "
+                                   "(this UNet has another block layout)",
+                                   "load an SD1.5 checkpoint (LoRAs and fine-tunes of SD1.5 are fine)")
+
+
+def _foreign_keys(model) -> list:
+    """Attention replacements that another pack installed on the blocks we need."""
+    replace = model.model_options.get("transformer_options", {}).get("patches_replace", {})
+    ours = (SpaceTimeSelfAttention, STLayoutAttention)
+    return [(kind, key) for kind in ("attn1", "attn2") for key, fn in replace.get(kind, {}).items()
+            if not isinstance(fn, ours)]
+
+
+def _clone_checked(model, node: str):
+    from .errors import VideoGrainInputError
+
+    foreign = _foreign_keys(model)
+    if foreign:
+        raise VideoGrainInputError(node, "model", f"another node already replaced attention at {foreign[:3]}; "
+                                   "VideoGrain needs every self-attention layer and cannot chain with it",
+                                   "apply the other attention patch after VideoGrain, or remove it")
+    return model.clone()
+
+
+def spacetime_clone(model, node: str = "VideoGrainInvert"):
+    """A clone whose attn1 layers run full space-time self-attention over all frames (no modulation)."""
+    m = _clone_checked(model, node)
+    patch = SpaceTimeSelfAttention()
+    for block_name, number in SD15_BLOCKS:
+        m.set_model_attn1_replace(patch, block_name, number)
+    return m
+
+
+def stlayout_clone(model, layout, settings: STLayoutSettings, levels: str = "below_highest",
+                   node: str = "VideoGrainApplySTLayout"):
+    """A clone with space-time self-attention everywhere and ST-Layout Attn on the chosen levels."""
+    m = spacetime_clone(model, node)
+    self_patch = STLayoutAttention("self", layout, settings)
+    cross_patch = STLayoutAttention("cross", layout, settings)
+    for block_name, number in LEVELS[levels]:
+        m.set_model_attn1_replace(self_patch, block_name, number)
+        m.set_model_attn2_replace(cross_patch, block_name, number)
+    m.model_options["transformer_options"][STATE_KEY] = EditPatch(layout, settings, levels)
+    return m
+
+
+def edit_patch(model) -> EditPatch | None:
+    """The EditPatch of a model that went through VideoGrainApplySTLayout, else None."""
+    return model.model_options.get("transformer_options", {}).get(STATE_KEY)
+
+
+def prepare_edit_model(model):
+    """For the sampler: (clone ready to edit, layout or None, recorder or None).
+
+    A model from VideoGrainApplySTLayout keeps its patch and gets a fresh attention recorder;
+    any other model gets plain space-time attention and no layout (a global edit, spec quirk 17).
+    """
+    patch = edit_patch(model)
+    if patch is None:
+        return spacetime_clone(model, "VideoGrainSampler"), None, None
+    m = model.clone()
+    recorder = AttentionRecorder(patch.layout)
+    m.model_options["transformer_options"][RECORDER_KEY] = recorder
+    return m, patch.layout, recorder
