@@ -99,12 +99,12 @@ def bind_prompts(global_prompt: str, global_ids: Sequence[Hashable], local_promp
     for k, (prompt, ids) in enumerate(zip(local_prompts, local_ids)):
         if has_weight_syntax(prompt):
             raise PromptBindingError(
-                "weights", k, f"local prompt {k + 1} {prompt!r} uses weight syntax such as '(word:1.2)'; local "
+                "weights", k, f"local prompt {prompt!r} uses weight syntax such as '(word:1.2)'; local "
                 "prompts are matched token by token against the global prompt and cannot carry weights")
         n_local = local_tokens[k] if local_tokens is not None else len(word_tokens(ids, specials)) + 2
         if n_local > MAX_TOKENS:
             raise PromptBindingError(
-                "too_long", k, f"local prompt {k + 1} {prompt!r} has {n_local} tokens (BOS and EOS included); "
+                "too_long", k, f"local prompt {prompt!r} has {n_local} tokens (BOS and EOS included); "
                 f"the limit is {MAX_TOKENS}")
         words = word_tokens(ids, specials)
         if not words:
@@ -113,7 +113,7 @@ def bind_prompts(global_prompt: str, global_ids: Sequence[Hashable], local_promp
         span = find_span(global_ids, ids, specials)
         if span is None:
             raise PromptBindingError(
-                "not_found", k, f"local prompt {k + 1} {prompt!r} does not occur in the global prompt "
+                "not_found", k, f"local prompt {prompt!r} does not occur in the global prompt "
                 f"{global_prompt!r} (it must appear word for word, as the same tokens)")
         repeats = count_occurrences(global_ids, words)
         if repeats > 1:
@@ -134,7 +134,7 @@ def _check_overlaps(prompts: Sequence[str], spans: Sequence[Span | None]) -> Non
             if j in owner:
                 i = owner[j]
                 raise PromptBindingError(
-                    "overlap", k, f"local prompts {i + 1} {prompts[i]!r} and {k + 1} {prompts[k]!r} claim the same "
+                    "overlap", k, f"local prompts {prompts[i]!r} (number {i + 1}) and {prompts[k]!r} (number {k + 1}) claim the same "
                     f"words of the global prompt (token {j}); each token can belong to one region only", other=i)
             owner[j] = k
 
