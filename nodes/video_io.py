@@ -111,7 +111,7 @@ def probe(path: str) -> SourceInfo:
 
 def _load_image(path: str) -> np.ndarray:
     with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+        return np.array(im.convert("RGB"))  # a writable copy: torch.from_numpy warns on read-only arrays
 
 
 def iter_source_frames(path: str) -> Iterator[SourceFrame]:
