@@ -81,7 +81,10 @@ def _stream_fps(stream) -> float:
 
 
 def probe(path: str) -> SourceInfo:
-    """Read size, fps, frame count and audio presence; raise VideoReadError if nothing decodable."""
+    """Read size (as displayed), fps, frame count and audio presence; VideoReadError if not decodable.
+
+    Decodes the first frame of a file, which also proves the stream is decodable.
+    """
     if os.path.isdir(path):
         files = list_frame_files(path)
         if not files:
@@ -104,9 +107,28 @@ def probe(path: str) -> SourceInfo:
             fps = _stream_fps(stream)
             if count is None and container.duration:
                 count = max(1, round(container.duration / av.time_base * fps))
+            first = next(container.decode(stream), None)
+            if first is None:
+                raise VideoReadError(f"{path} holds no decodable frames")
+            if _quarter_turns(first) % 2:  # shown portrait/landscape the other way round
+                width, height = height, width
             return SourceInfo(path, False, width, height, fps, count, bool(container.streams.audio))
     except av.FFmpegError as exc:
         raise VideoReadError(f"{path} is not a readable video ({exc})") from exc
+
+
+def _quarter_turns(frame: av.VideoFrame) -> int:
+    """Counter-clockwise quarter turns the display matrix asks for (phone videos), 0..3."""
+    try:
+        return round((frame.rotation or 0) / 90) % 4
+    except (AttributeError, ValueError):
+        return 0
+
+
+def _display_rgb(frame: av.VideoFrame) -> np.ndarray:
+    rgb = frame.to_ndarray(format="rgb24")
+    turns = _quarter_turns(frame)
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
 def _load_image(path: str) -> np.ndarray:
@@ -118,7 +140,8 @@ def iter_source_frames(path: str) -> Iterator[SourceFrame]:
     """Yield every frame of a video file or frame folder in order, decoding one at a time.
 
     Nothing is converted to RGB until `SourceFrame.rgb()` is called, so frames that are skipped cost
-    only their decode. Closing the generator closes the file.
+    only their decode. Frames come upright (a display-matrix rotation is applied). Closing the
+    generator closes the file.
     """
     if os.path.isdir(path):
         for i, file in enumerate(list_frame_files(path)):
@@ -130,7 +153,7 @@ def iter_source_frames(path: str) -> Iterator[SourceFrame]:
             fps = _stream_fps(stream)
             for i, frame in enumerate(container.decode(stream)):
                 t = float(frame.time) if frame.time is not None else i / fps
-                yield SourceFrame(i, t, lambda frame=frame: frame.to_ndarray(format="rgb24"))
+                yield SourceFrame(i, t, lambda frame=frame: _display_rgb(frame))
     except av.FFmpegError as exc:
         raise VideoReadError(f"{path} could not be decoded ({exc})") from exc
 

@@ -167,6 +167,33 @@ def test_decode_containers(tmp_path, name, codec, fmt, pix_fmt):
     assert [f.time for f in frames] == pytest.approx([i / 12 for i in range(10)], abs=1e-3)
 
 
+@pytest.mark.parametrize("degrees,corner", [(90, "bottom-left"), (-90, "top-right"), (180, "bottom-right")])
+def test_display_rotation_is_applied(tmp_path, degrees, corner):
+    """Phone videos store landscape pixels plus a display matrix; frames must come out as shown."""
+    path = str(tmp_path / "rotated.mp4")
+    with av.open(path, "w") as out:
+        stream = out.add_stream("libx264", rate=Fraction(8))
+        stream.width, stream.height, stream.pix_fmt = 64, 32, "yuv420p"
+        stream.set_display_rotation(degrees)  # counter-clockwise, as VideoFrame.rotation reads it back
+        for i in range(3):
+            img = np.zeros((32, 64, 3), np.uint8)
+            img[:8, :8] = 255  # a white block in the stored top-left corner
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    info = vio.probe(path)
+    shown = (32, 64) if degrees % 180 else (64, 32)
+    assert (info.width, info.height) == shown
+    rgb = next(vio.iter_source_frames(path)).rgb()
+    assert rgb.shape == (shown[1], shown[0], 3)
+    h, w = rgb.shape[:2]
+    corners = {"top-left": rgb[:8, :8], "top-right": rgb[:8, w - 8:], "bottom-left": rgb[h - 8:, :8],
+               "bottom-right": rgb[h - 8:, w - 8:]}
+    assert corners.pop(corner).mean() > 200
+    assert all(block.mean() < 50 for block in corners.values())
+
+
 def test_decode_gif_with_odd_size(tmp_path):
     path = str(tmp_path / "clip.gif")
     with av.open(path, "w", format="gif") as out:
