@@ -90,6 +90,14 @@ def _signature(full: str) -> str:
         return "missing"
 
 
+def _expected_count(total: Optional[int], cap: int, skip: int, nth: int) -> int:
+    """Frames the selection should keep, for the progress bar (the header's count may be an estimate)."""
+    if not total:
+        return max(1, cap)
+    kept = -(-max(0, total - skip) // nth)
+    return max(1, min(kept, cap) if cap else kept)
+
+
 # --- loading ----------------------------------------------------------------------------------------
 
 
@@ -177,8 +185,7 @@ class VideoGrainLoadVideo:
             raise VideoGrainInputError(LOAD, "width" if not width else "height", str(exc),
                                        "set both width and height above 0, or use size_mode keep_aspect") from exc
 
-        expected = frame_load_cap or info.frame_count or 0
-        pbar = ProgressBar(max(1, min(expected, info.frame_count or expected)))
+        pbar = ProgressBar(_expected_count(info.frame_count, frame_load_cap, skip_first_frames, select_every_nth))
         frames: list[torch.Tensor] = []
         times: list[float] = []
         seen = 0

@@ -256,3 +256,10 @@ def test_bad_inputs_are_named_errors_and_the_server_keeps_serving(comfy, media, 
     # The server still runs a good prompt afterwards.
     outputs = comfy.run({"1": load_node(media["silent"], cap=2), "2": save_node(prefix=f"vgtest/after_{case}")})
     assert len(decode(saved(comfy, outputs)[0])[0]) == 2
+
+
+def test_load_reports_progress_per_kept_frame(comfy, media):
+    prompt = {"1": load_node(media["clip"], nth=2), "2": save_node(prefix="vgtest/progress", audio=False)}
+    _, progress = comfy.run_with_progress(prompt)
+    loads = [p for p in progress if p.get("node") == "1"]
+    assert loads and loads[-1]["value"] == loads[-1]["max"] == FRAMES // 2
