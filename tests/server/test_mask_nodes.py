@@ -93,6 +93,22 @@ def test_label_video_folder_through_the_server(comfy, tmp_path):
         assert np.array_equal(got[..., 0] > 127, demo_mask("left_head", f))
 
 
+def test_names_and_colour_preview(comfy):
+    prompt = graph(str(DEMO / "masks"), cap=2)
+    prompt["8"] = {"class_type": "PreviewAny", "inputs": {"source": ["2", 1]}}
+    prompt["9"] = {"class_type": "SaveImage", "inputs": {"images": ["2", 2], "filename_prefix": "vg_masks/combined"}}
+    outputs = comfy.run(prompt)
+    assert outputs["8"]["text"] == ["background, figures, left_figure, left_figure_body, left_head, "
+                                    "right_figure, right_figure_body, right_head"]
+    combined = saved(comfy, outputs, "9")
+    assert len(combined) == 2 and combined[0].shape == (320, 512, 3)
+    img = combined[0].astype(int)
+    sky = img[5, 5]
+    assert sky.sum() > 100 and (img[~demo_mask("figures", 0)] == sky).all()  # background: one flat colour
+    left, right = img[demo_mask("left_head", 0)], img[demo_mask("right_head", 0)]
+    assert (left == left[0]).all() and (right == right[0]).all() and not (left[0] == right[0]).all()
+
+
 def test_select_mask_union_of_names(comfy):
     outputs = comfy.run(graph(str(DEMO / "masks"), region="left_head, left_figure_body"))
     for f, got in enumerate(saved(comfy, outputs, "5")):
