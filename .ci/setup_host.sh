@@ -6,7 +6,11 @@
 # Inside an existing ComfyUI checkout (the pack lives in <ComfyUI>/custom_nodes/): only installs
 # requirements.txt into the Python that runs, and touches nothing else.
 #
-# Idempotent: a second run only checks a stamp and returns in seconds.
+# It also links the dev-only tiny-model module (.ci/tiny_sd15) into custom_nodes and writes the two
+# random-weight checkpoints (.ci/make_models.py) into $BASE/models/checkpoints, cached by a stamp of
+# the generator's sources.
+#
+# Idempotent: a second run only checks stamps and returns in seconds.
 set -euo pipefail
 
 PACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,13 +39,35 @@ stamp_inputs() {
 STAMP="$HOST/.setup-stamp"
 WANT="$(stamp_inputs)"
 
+VPY="$VENV/bin/python"
+
 link_pack() {
     mkdir -p "$BASE/custom_nodes" "$BASE/models/checkpoints" "$BASE/input" "$BASE/output" "$BASE/user"
     ln -sfn "$PACK_DIR" "$BASE/custom_nodes/comfyui-videograin"
+    # Registers the tiny SD1.5-layout model config with ComfyUI's detection (dev host only).
+    ln -sfn "$PACK_DIR/.ci/tiny_sd15" "$BASE/custom_nodes/videograin_tiny_sd15"
 }
 
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && [ -x "$VENV/bin/python" ] && [ -f "$COMFY/main.py" ]; then
+# Random-weight checkpoints: regenerated when missing or when the generator (or ComfyUI) changed.
+ensure_models() {
+    local dir="$BASE/models/checkpoints"
+    local stamp="$dir/.videograin-models-stamp"
+    local want
+    want="$(cat "$PACK_DIR/.ci/make_models.py" "$PACK_DIR/.ci/tiny_sd15/__init__.py" \
+        "$COMFY/comfyui_version.py" | sha256sum | cut -d' ' -f1)"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
+        && [ -f "$dir/videograin_random_sd15.safetensors" ] && [ -f "$dir/videograin_tiny_sd15.safetensors" ]; then
+        return 0
+    fi
+    echo "[videograin] writing the random-weight checkpoints into $dir (about a minute)"
+    rm -f "$stamp"
+    "$VPY" "$PACK_DIR/.ci/make_models.py" --comfy "$COMFY" --out "$dir"
+    echo "$want" > "$stamp"
+}
+
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && [ -x "$VPY" ] && [ -f "$COMFY/main.py" ]; then
     link_pack
+    ensure_models
     echo "[videograin] host ready at $HOST"
     exit 0
 fi
@@ -68,10 +94,9 @@ PYEOF
     rm -rf "$HOST/unpack" "$COMFY/extra_model_paths.yaml"
 fi
 
-if [ ! -x "$VENV/bin/python" ]; then
+if [ ! -x "$VPY" ]; then
     "$PY" -m venv "$VENV"
 fi
-VPY="$VENV/bin/python"
 C="$PACK_DIR/.ci/constraints.txt"
 # torch first, on its own: the pinned CUDA build runs on the CPU here (shared/comfy-host.md §2).
 "$VPY" -m pip install --quiet -c "$C" torch torchvision torchaudio
@@ -80,4 +105,5 @@ C="$PACK_DIR/.ci/constraints.txt"
 
 link_pack
 echo "$WANT" > "$STAMP"
+ensure_models
 echo "[videograin] host ready at $HOST"
