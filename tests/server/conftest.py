@@ -1,0 +1,100 @@
+"""Session fixtures for tests against a real ComfyUI server with the pack loaded.
+
+- `comfy_server`: the running server (`.url`, `.output_dir`, `.input_dir`, `.temp_dir`,
+  `.log_path`, `.log_tail()`), started once per session on a free port, stopped at the end.
+- `comfy`: a `comfy_client.ComfyClient` bound to it (also installed as the module default, so
+  `comfy_client.run(prompt)` works in tests that requested `comfy_server`).
+- `tiny_model` / `full_model`: checkpoint names for CheckpointLoaderSimple (files checked).
+
+The host comes from .ci/setup_host.sh ($VIDEOGRAIN_HOST or <repo>/.host); output and temp folders
+are per session, the input folder is the host's (bundled assets are found there).
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import comfy_client  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _load_server_module():
+    """.ci/comfy_server.py is shared with the demo; import it by path (.ci is not a package)."""
+    name = "videograin_ci_comfy_server"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / ".ci" / "comfy_server.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look the module up while the class is created
+    spec.loader.exec_module(module)
+    return module
+
+
+comfy_server_module = _load_server_module()
+
+
+@pytest.fixture(scope="session")
+def host_paths():
+    return comfy_server_module.host_paths()
+
+
+@pytest.fixture(scope="session")
+def comfy_server(tmp_path_factory, host_paths):
+    """The real ComfyUI server with the pack (fails with the server log if the pack did not load)."""
+    root = tmp_path_factory.mktemp("comfy")
+    server = comfy_server_module.ComfyServer(host_paths, output_dir=root / "output", temp_dir=root / "temp",
+                                             log_path=root / "comfyui.log")
+    try:
+        server.start()
+        server.check_pack_loaded()
+    except comfy_server_module.ServerError as e:
+        server.stop()
+        pytest.fail(str(e), pytrace=False)
+    comfy_client.use(comfy_client.ComfyClient(server.url, server.output_dir, server.temp_dir))
+    try:
+        yield server
+    finally:
+        comfy_client.use(None)
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def comfy(comfy_server) -> comfy_client.ComfyClient:
+    return comfy_client.ComfyClient(comfy_server.url, comfy_server.output_dir, comfy_server.temp_dir)
+
+
+def _checkpoint(host_paths, name: str) -> str:
+    path = host_paths.checkpoints_dir / name
+    if not path.is_file():
+        pytest.fail(f"{path} is missing. Fix: run `bash .ci/setup_host.sh` (it writes the test checkpoints)",
+                    pytrace=False)
+    return name
+
+
+@pytest.fixture(scope="session")
+def tiny_model(host_paths) -> str:
+    """Name of the tiny SD1.5-layout checkpoint (fast; needs the dev host's tiny_sd15 module)."""
+    return _checkpoint(host_paths, comfy_server_module.TINY_MODEL)
+
+
+@pytest.fixture(scope="session")
+def full_model(host_paths) -> str:
+    """Name of the full-size random-weight SD1.5 checkpoint (exact architecture; slow on CPU)."""
+    return _checkpoint(host_paths, comfy_server_module.FULL_MODEL)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Attach the server log's tail to failing server tests."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and call.when == "call":
+        # funcargs holds every fixture of the item's closure, so `comfy` users get the log too.
+        server = getattr(item, "funcargs", {}).get("comfy_server")
+        if server is not None:
+            report.sections.append(("ComfyUI server log", server.log_tail(40)))
