@@ -46,6 +46,12 @@ link_pack() {
     ln -sfn "$PACK_DIR" "$BASE/custom_nodes/comfyui-videograin"
     # Registers the tiny SD1.5-layout model config with ComfyUI's detection (dev host only).
     ln -sfn "$PACK_DIR/.ci/tiny_sd15" "$BASE/custom_nodes/videograin_tiny_sd15"
+    # The bundled demo clip and masks, where workflows find them (input/videograin_demo/...).
+    # A real folder of that name (the user's own) is left alone.
+    if [ -d "$PACK_DIR/workflows/assets/videograin_demo" ] \
+        && { [ -L "$BASE/input/videograin_demo" ] || [ ! -e "$BASE/input/videograin_demo" ]; }; then
+        ln -sfn "$PACK_DIR/workflows/assets/videograin_demo" "$BASE/input/videograin_demo"
+    fi
 }
 
 # Random-weight checkpoints: regenerated when missing or when the generator (or ComfyUI) changed.
