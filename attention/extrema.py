@@ -7,6 +7,8 @@ matmul + amax/amin does the same with bounded memory.
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 try:  # Triton ships with CUDA builds of torch; CPU-only installs run the torch path.
@@ -15,6 +17,7 @@ try:  # Triton ships with CUDA builds of torch; CPU-only installs run the torch 
 except Exception:  # noqa: BLE001 - any import failure just means "no Triton"
     triton = None
 
+_triton_failure: str | None = None  # why the Triton kernel could not run here, once it failed
 # Upper bound on the fp32 score elements one chunk of the torch path materialises (64 MiB).
 _CHUNK_ELEMENTS = 1 << 24
 
@@ -35,60 +38,96 @@ def row_extrema_torch(qh: torch.Tensor, kh: torch.Tensor, scale: float) -> tuple
     return rmax * scale, rmin * scale
 
 
+def _split_head_dim(d: int) -> tuple[int, int]:
+    """(D1, D2): D1 the largest power of two <= d, D2 the power of two >= 16 covering the rest (0 if none).
+
+    tl.dot needs power-of-two tiles; 80 = 64 + 16 and 160 = 128 + 32 waste nothing, where one
+    padded tile (128, 256) would add 60 % of multiply work.
+    """
+    d1 = 1 << (d.bit_length() - 1)
+    if d1 < 16:
+        return 16, 0
+    rest = d - d1
+    return d1, (0 if rest == 0 else max(16, 1 << (rest - 1).bit_length()))
+
+
 if triton is not None:
+
+    def _prune_configs(configs, named_args, **kwargs):
+        # Keep configs whose pipelined tiles fit in shared memory (~227 KiB on Hopper, less elsewhere).
+        arg = lambda name: kwargs.get(name, named_args.get(name))  # noqa: E731
+        width, elem = arg("D1") + arg("D2"), (4 if arg("IS_FP32") else 2)
+        kept = [c for c in configs
+                if (c.kwargs["BLOCK_M"] + c.kwargs["BLOCK_N"] * c.num_stages) * width * elem <= 160 * 1024]
+        return kept or configs[-1:]
 
     @triton.autotune(
         configs=[
             triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=3),
             triton.Config({"BLOCK_M": 128, "BLOCK_N": 128}, num_warps=8, num_stages=3),
+            triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=4, num_stages=4),
             triton.Config({"BLOCK_M": 64, "BLOCK_N": 128}, num_warps=4, num_stages=3),
-            triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=4),
+            triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=2),
+            triton.Config({"BLOCK_M": 32, "BLOCK_N": 32}, num_warps=4, num_stages=2),
         ],
-        key=["N_KEYS", "BLOCK_D", "IS_FP32"],
+        key=["N_KEYS", "D1", "D2", "IS_FP32"],
+        prune_configs_by={"early_config_prune": _prune_configs},
     )
     @triton.jit
-    def _row_extrema_kernel(Q, K, MAX_OUT, MIN_OUT,
+    def _row_extrema_kernel(Q, K, W, MAX_OUT, MIN_OUT,
                             stride_qb, stride_qh, stride_qn,
                             stride_kb, stride_kh, stride_kn,
-                            HEADS, N_QUERIES, N_KEYS, HEAD_DIM, scale,
-                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                            IS_FP32: tl.constexpr):
+                            HEADS, N_QUERIES, N_KEYS, HEAD_DIM_END, scale,
+                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr,
+                            IS_FP32: tl.constexpr, HAS_W: tl.constexpr):
         pid_m = tl.program_id(0)
         pid_bh = tl.program_id(1)
         b = pid_bh // HEADS
         h = pid_bh % HEADS
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        offs_d = tl.arange(0, BLOCK_D)
+        m_ok = offs_m < N_QUERIES
+        out = pid_bh * N_QUERIES + offs_m
+        n_end = N_KEYS
+        if HAS_W:
+            # Rows with weight 0 need no extrema (β = 0): a tile of only such rows runs no key loop.
+            w = tl.load(W + offs_m, mask=m_ok, other=0.0)
+            active = tl.max(tl.abs(w), 0) > 0.0
+            n_end = tl.where(active, N_KEYS, 0)
         offs_n = tl.arange(0, BLOCK_N)
-        d_ok = offs_d < HEAD_DIM
-        # Padded head columns load as zeros, which leaves every dot product unchanged.
-        q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qn + offs_d[None, :],
-                    mask=(offs_m[:, None] < N_QUERIES) & d_ok[None, :], other=0.0)
+        offs_d1 = tl.arange(0, D1)
+        d1_ok = offs_d1 < HEAD_DIM_END
+        q_base = Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qn
         k_base = K + b * stride_kb + h * stride_kh
+        # Columns past the true head dim load as zeros, which leaves every q·k unchanged.
+        q1 = tl.load(q_base + offs_d1[None, :], mask=m_ok[:, None] & d1_ok[None, :], other=0.0)
+        if D2 > 0:
+            offs_d2 = D1 + tl.arange(0, D2)
+            d2_ok = offs_d2 < HEAD_DIM_END
+            q2 = tl.load(q_base + offs_d2[None, :], mask=m_ok[:, None] & d2_ok[None, :], other=0.0)
         run_max = tl.full([BLOCK_M], float("-inf"), tl.float32)
         run_min = tl.full([BLOCK_M], float("inf"), tl.float32)
-        full_tiles = (N_KEYS // BLOCK_N) * BLOCK_N
-        for start in range(0, full_tiles, BLOCK_N):
-            kt = tl.load(k_base + (start + offs_n)[None, :] * stride_kn + offs_d[:, None],
-                         mask=d_ok[:, None], other=0.0)
+        for start in range(0, n_end, BLOCK_N):
+            n_idx = start + offs_n
+            n_ok = n_idx < N_KEYS
+            k1 = tl.load(k_base + n_idx[None, :] * stride_kn + offs_d1[:, None],
+                         mask=n_ok[None, :] & d1_ok[:, None], other=0.0)
             if IS_FP32:
-                s = tl.dot(q, kt, input_precision="ieee")
+                s = tl.dot(q1, k1, input_precision="ieee")
             else:
-                s = tl.dot(q, kt)
-            run_max = tl.maximum(run_max, tl.max(s, 1))
-            run_min = tl.minimum(run_min, tl.min(s, 1))
-        if full_tiles < N_KEYS:  # ragged last tile: padded keys must not count as extrema
-            n_ok = (full_tiles + offs_n) < N_KEYS
-            kt = tl.load(k_base + (full_tiles + offs_n)[None, :] * stride_kn + offs_d[:, None],
-                         mask=d_ok[:, None] & n_ok[None, :], other=0.0)
-            if IS_FP32:
-                s = tl.dot(q, kt, input_precision="ieee")
-            else:
-                s = tl.dot(q, kt)
+                s = tl.dot(q1, k1)
+            if D2 > 0:
+                k2 = tl.load(k_base + n_idx[None, :] * stride_kn + offs_d2[:, None],
+                             mask=n_ok[None, :] & d2_ok[:, None], other=0.0)
+                if IS_FP32:
+                    s += tl.dot(q2, k2, input_precision="ieee")
+                else:
+                    s += tl.dot(q2, k2)
+            # Keys past the end (ragged last tile) must not count as extrema.
             run_max = tl.maximum(run_max, tl.max(tl.where(n_ok[None, :], s, float("-inf")), 1))
             run_min = tl.minimum(run_min, tl.min(tl.where(n_ok[None, :], s, float("inf")), 1))
-        out = pid_bh * N_QUERIES + offs_m
-        m_ok = offs_m < N_QUERIES
+        if HAS_W:
+            run_max = tl.where(active, run_max, 0.0)
+            run_min = tl.where(active, run_min, 0.0)
         tl.store(MAX_OUT + out, run_max * scale, mask=m_ok)
         tl.store(MIN_OUT + out, run_min * scale, mask=m_ok)
 
@@ -98,8 +137,12 @@ def triton_available(device: torch.device) -> bool:
     return triton is not None and device.type == "cuda"
 
 
-def row_extrema_triton(qh: torch.Tensor, kh: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(max, min) fp32 [B, H, R] of scale·q·kᵀ with the fused Triton kernel (CUDA only)."""
+def row_extrema_triton(qh: torch.Tensor, kh: torch.Tensor, scale: float,
+                       weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(max, min) fp32 [B, H, R] of scale·q·kᵀ with the fused Triton kernel (CUDA only).
+
+    With `weight` [R], rows are skipped in tiles whose weights are all 0; such rows read max = min = 0.
+    """
     b, h, r, d = qh.shape
     if kh.dtype != qh.dtype:
         kh = kh.to(qh.dtype)
@@ -110,21 +153,37 @@ def row_extrema_triton(qh: torch.Tensor, kh: torch.Tensor, scale: float) -> tupl
         kh = kh.contiguous()
     rmax = torch.empty(b, h, r, dtype=torch.float32, device=qh.device)
     rmin = torch.empty_like(rmax)
-    block_d = max(16, triton.next_power_of_2(d))
+    d1, d2 = _split_head_dim(d)
+    has_w = weight is not None
+    w = weight.to(qh.device, torch.float32).contiguous() if has_w else rmax
     grid = lambda meta: (triton.cdiv(r, meta["BLOCK_M"]), b * h)  # noqa: E731
-    _row_extrema_kernel[grid](qh, kh, rmax, rmin,
+    _row_extrema_kernel[grid](qh, kh, w, rmax, rmin,
                               qh.stride(0), qh.stride(1), qh.stride(2),
                               kh.stride(0), kh.stride(1), kh.stride(2),
                               h, r, kh.shape[2], d, float(scale),
-                              BLOCK_D=block_d, IS_FP32=qh.dtype == torch.float32)
+                              D1=d1, D2=d2, IS_FP32=qh.dtype == torch.float32, HAS_W=has_w)
     return rmax, rmin
 
 
-def row_extrema(qh: torch.Tensor, kh: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(max, min) fp32 [B, H, R] of the scaled scores over all keys: qh [B, H, R, d], kh [B, H, Nk, d]."""
+def row_extrema(qh: torch.Tensor, kh: torch.Tensor, scale: float,
+                weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(max, min) fp32 [B, H, R] of the scaled scores over all keys: qh [B, H, R, d], kh [B, H, Nk, d].
+
+    With `weight` [R] the Triton path may skip tiles of rows whose weight is 0 (their max and min
+    then read 0); callers only use the extrema through w·(M − m).
+    """
     if qh.shape[2] == 0:
         empty = qh.new_empty(qh.shape[:3], dtype=torch.float32)
         return empty, empty.clone()
-    if triton_available(qh.device) and qh.dtype in (torch.float16, torch.bfloat16, torch.float32):
-        return row_extrema_triton(qh, kh, scale)
+    global _triton_failure
+    if (_triton_failure is None and triton_available(qh.device)
+            and qh.dtype in (torch.float16, torch.bfloat16, torch.float32)):
+        try:
+            return row_extrema_triton(qh, kh, scale, weight)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. a GPU or toolchain Triton cannot target
+            _triton_failure = f"{type(exc).__name__}: {exc}"
+            warnings.warn(f"VideoGrain: Triton row-extrema kernel unavailable ({_triton_failure[:300]}); "
+                          "using chunked matmuls instead", RuntimeWarning)
     return row_extrema_torch(qh, kh, scale)

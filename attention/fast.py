@@ -17,11 +17,13 @@ per-(query, key-region) bias, and only M and m need all keys (`extrema.py`). Rou
 Default choice: "dense" for at most DENSE_MAX_KEYS keys; otherwise "flex" on CUDA with FlexAttention,
 "grouped" on older torch and on the CPU.
 
-Rows whose β cannot matter (w = 0, no positive key, or every key positive) skip the extrema pass.
+Rows whose β cannot matter skip the extrema work: on the grouped route rows with w = 0, no positive
+key or only positive keys; inside the Triton extrema kernel, tiles of rows with w = 0.
 """
 from __future__ import annotations
 
 import functools
+import warnings
 
 import torch
 
@@ -39,6 +41,10 @@ DENSE_MAX_KEYS = 256
 # Upper bound on the fp32 score elements one dense or fallback chunk materialises (64 MiB).
 _CHUNK_ELEMENTS = 1 << 24
 ROUTES = ("flex", "grouped", "dense")
+# Zero-pad head dims to a power of two before FlexAttention (see _flex).
+FLEX_PAD_HEAD = True
+# kernel_options for FlexAttention (None: its defaults); see bench/attention_kernels.py.
+FLEX_KERNEL_OPTIONS: dict | None = None
 
 
 def modulated_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
@@ -51,7 +57,8 @@ def modulated_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads
     """
     check_inputs(q, k, heads, q_bits, k_bits)
     w = as_weight(weight, q.shape[1], q.device)
-    if route is None and not bool((w != 0).any()):
+    auto = route is None
+    if auto and not bool((w != 0).any()):
         return spacetime_attention(q, k, v, heads)  # w = 0 everywhere: exactly plain attention
     route = route or choose_route(q, k)
     if route not in ROUTES:
@@ -63,10 +70,11 @@ def modulated_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads
     scale = qh.shape[-1] ** -0.5
     if route == "dense":
         out = _dense(qh, kh, vh, scale, q_bits, k_bits, w)
+    elif route == "flex":
+        out = _flex_or_grouped(qh, kh, vh, scale, q_bits, k_bits, w, fallback=auto)
     else:
         groups = KeyGroups(q_bits, k_bits)
-        beta = _beta(qh, kh, scale, w, groups)
-        out = (_flex if route == "flex" else _grouped)(qh, kh, vh, scale, q_bits, k_bits, w, beta, groups)
+        out = _grouped(qh, kh, vh, scale, w, _beta(qh, kh, scale, w, groups), groups)
     return merge_heads(out).to(q.dtype)
 
 
@@ -86,8 +94,8 @@ def _cpu_lse_kernel() -> bool:
 
 
 def flex_available() -> bool:
-    """True when FlexAttention and torch.compile can build a fused kernel here."""
-    return _flex_attention is not None and torch.cuda.is_available()
+    """True when FlexAttention exists, CUDA is present, and its compiled kernel has not failed here."""
+    return _flex_attention is not None and torch.cuda.is_available() and _flex_failure is None
 
 
 class KeyGroups:
@@ -143,18 +151,48 @@ def _dense(qh, kh, vh, scale, q_bits, k_bits, w) -> torch.Tensor:
 
 # ---------------------------------------------------------------- FlexAttention route
 
+# Tiles measured fastest on an H200 (torch 2.11, fp16, 8 heads, d = 80 → 128 and 160 → 256):
+# 10–13 % faster than FlexAttention's defaults. Only used on Hopper, where they fit shared memory.
+_HOPPER_FLEX_OPTIONS = {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3}
+_flex_failure: str | None = None  # why the compiled kernel could not run here, once it failed
+
+
 @functools.lru_cache(maxsize=1)
 def _compiled_flex():
-    # One compiled wrapper; torch.compile specialises it per shape (a few per model: 3 levels).
-    return torch.compile(_flex_attention, dynamic=False)
+    # Default dynamic=None: the first shape compiles static, a second one recompiles with symbolic
+    # sequence lengths, so a session with many clip sizes stays at a handful of graphs.
+    return torch.compile(_flex_attention)
+
+
+def _recompile_headroom():
+    """Context raising dynamo's per-function recompile limit during our call.
+
+    Past the limit torch silently runs flex_attention eagerly, which materialises every score; a
+    few extra graphs (head dims, dtypes) are far cheaper than that.
+    """
+    cfg = torch._dynamo.config
+    name = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
+    return cfg.patch(**{name: max(getattr(cfg, name), 64)})
+
+
+def _kernel_options(device: torch.device) -> dict | None:
+    if FLEX_KERNEL_OPTIONS is not None:
+        return FLEX_KERNEL_OPTIONS
+    if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] == 9:
+        return dict(_HOPPER_FLEX_OPTIONS)
+    return None
 
 
 def _pad_head(x: torch.Tensor, size: int) -> torch.Tensor:
     return x if x.shape[-1] == size else torch.nn.functional.pad(x, (0, size - x.shape[-1]))
 
 
-def _flex(qh, kh, vh, scale, q_bits, k_bits, w, beta, groups) -> torch.Tensor:
-    """FlexAttention with score_mod = score·(1 − w[q]) + β[b, h, q]·[q, k share a region]."""
+def _flex(qh, kh, vh, scale, q_bits, k_bits, w, beta) -> torch.Tensor:
+    """FlexAttention with score_mod = score·(1 − w[q]) + β[b, h, q]·[q, k share a region].
+
+    The score_mod runs in fp32 on the already scaled score, and the kernel accumulates the
+    softmax in fp32, so only the inputs carry their half precision.
+    """
     d = qh.shape[-1]
     one_minus_w = (1.0 - w).contiguous()
 
@@ -164,10 +202,37 @@ def _flex(qh, kh, vh, scale, q_bits, k_bits, w, beta, groups) -> torch.Tensor:
 
     # Non-power-of-two head dims (SD1.5: 40/80/160) are zero-padded to the kernel's tile size;
     # zeros leave the dot products unchanged, the true scale is passed, padded output is dropped.
-    dp = max(16, 1 << (d - 1).bit_length())
-    flex = _compiled_flex() if qh.device.type == "cuda" else _flex_attention
-    out = flex(_pad_head(qh, dp), _pad_head(kh, dp), _pad_head(vh, dp), score_mod=score_mod, scale=scale)
+    dp = max(16, 1 << (d - 1).bit_length()) if FLEX_PAD_HEAD else d
+    args = (_pad_head(qh, dp), _pad_head(kh, dp), _pad_head(vh, dp))
+    if qh.device.type == "cuda":
+        with _recompile_headroom():
+            out = _compiled_flex()(*args, score_mod=score_mod, scale=scale,
+                                   kernel_options=_kernel_options(qh.device))
+    else:  # eager FlexAttention (materialises scores): only for tests of the score_mod on the CPU
+        out = _flex_attention(*args, score_mod=score_mod, scale=scale)
     return out[..., :vh.shape[-1]].float()
+
+
+def _flex_or_grouped(qh, kh, vh, scale, q_bits, k_bits, w, fallback: bool = True) -> torch.Tensor:
+    """The flex route; with `fallback`, the grouped route once the compiled kernel failed here."""
+    global _flex_failure
+    # No host synchronisation on this route: every row gets β (tiles of rows with w = 0 skip the
+    # extrema loop; for rows with no or only positive keys β shifts the row by a constant).
+    rmax, rmin = row_extrema(qh, kh, scale, w)
+    beta = w * (rmax - rmin)
+    if _flex_failure is None:
+        try:
+            return _flex(qh, kh, vh, scale, q_bits, k_bits, w, beta)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - compiler/toolchain problems differ per machine
+            if not fallback:
+                raise
+            _flex_failure = f"{type(exc).__name__}: {exc}"
+            warnings.warn(f"VideoGrain: FlexAttention unavailable ({_flex_failure[:300]}); "
+                          "using the region-grouped attention instead", RuntimeWarning)
+    groups = KeyGroups(q_bits, k_bits)
+    return _grouped(qh, kh, vh, scale, w, beta, groups)
 
 
 # ---------------------------------------------------------------- region-grouped route
@@ -177,6 +242,12 @@ def _attention_lse(q, k, v, scale) -> tuple[torch.Tensor, torch.Tensor]:
     if q.device.type == "cpu" and _cpu_lse_kernel():
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, scale=scale)
         return out.float(), lse.float()
+    if q.device.type == "cuda" and q.dtype in (torch.float16, torch.bfloat16):
+        try:  # FlashAttention-2 returns its log-sum-exp; head dims up to 256
+            res = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, False, False, scale=scale)
+            return res[0].float(), res[1].float()
+        except (RuntimeError, AttributeError):
+            pass
     if q.device.type == "cuda" and hasattr(torch.ops.aten, "_scaled_dot_product_efficient_attention"):
         try:
             res = torch.ops.aten._scaled_dot_product_efficient_attention(
@@ -202,7 +273,7 @@ def _attention_lse_chunked(q, k, v, scale) -> tuple[torch.Tensor, torch.Tensor]:
     return out, lse
 
 
-def _grouped(qh, kh, vh, scale, q_bits, k_bits, w, beta, groups: KeyGroups) -> torch.Tensor:
+def _grouped(qh, kh, vh, scale, w, beta, groups: KeyGroups) -> torch.Tensor:
     """Per key group: (O_g, LSE_g) on q̃ = (1 − w)·q, merged by log-sum-exp with the β bias."""
     # q̃ in fp32 for fp32 inputs; half inputs keep their dtype (the fused kernels need it), which
     # rounds (1 − w)·q once more at that precision.
