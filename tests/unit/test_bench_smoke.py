@@ -1,0 +1,24 @@
+"""bench/attention_kernels.py runs at a tiny size on the CPU and prints every row (no timing asserts)."""
+import pathlib
+import subprocess
+import sys
+
+SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "bench" / "attention_kernels.py"
+
+
+def test_attention_bench_smoke_prints_all_rows():
+    run = subprocess.run([sys.executable, str(SCRIPT), "--smoke"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = [line for line in run.stdout.splitlines() if line.startswith("| ")]
+    header, rows = lines[0], lines[1:]
+    assert "fast/floor" in header and "ref/fast" in header and "max|fast-ref|" in header
+    # --smoke: 2 frames of 128x128 -> latent 16x16, modulated levels 8x8, 4x4, 2x2; self and cross each
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
+    assert [(c[0], c[1]) for c in cells] == [(lvl, kind) for lvl in ("8x8", "4x4", "2x2")
+                                             for kind in ("self", "cross")]
+    assert [int(c[2]) for c in cells] == [128, 128, 32, 32, 8, 8]
+    assert [int(c[3]) for c in cells] == [128, 77, 32, 77, 8, 77]
+    assert [int(c[4]) for c in cells] == [80, 80, 160, 160, 160, 160]
+    for c in cells:
+        assert float(c[-1]) < 1e-4          # fast and reference agree in fp32 at every level
+        assert float(c[9]) > 0 and float(c[10]) > 0
