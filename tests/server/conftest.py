@@ -5,6 +5,7 @@
 - `comfy`: a `comfy_client.ComfyClient` bound to it (also installed as the module default, so
   `comfy_client.run(prompt)` works in tests that requested `comfy_server`).
 - `tiny_model` / `full_model`: checkpoint names for CheckpointLoaderSimple (files checked).
+- `host_paths` (ComfyUI tree, base dir, python), `server_module` (.ci/comfy_server.py).
 
 The host comes from .ci/setup_host.sh ($VIDEOGRAIN_HOST or <repo>/.host); output and temp folders
 are per session, the input folder is the host's (bundled assets are found there).
@@ -36,6 +37,12 @@ def _load_server_module():
 
 
 comfy_server_module = _load_server_module()
+
+
+@pytest.fixture(scope="session")
+def server_module():
+    """.ci/comfy_server.py (ComfyServer, ServerError, host_paths, model names)."""
+    return comfy_server_module
 
 
 @pytest.fixture(scope="session")

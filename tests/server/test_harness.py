@@ -105,6 +105,17 @@ def test_interrupt_stops_a_running_prompt(comfy, tiny_model):
     check_outputs(comfy, comfy.run(txt2img(tiny_model, "harness_after_interrupt", batch=1)), 64, 64, 1)
 
 
+def test_a_failed_pack_import_fails_with_the_log(tmp_path, host_paths, server_module):
+    """What the fixture relies on: an IMPORT FAILED line in the server log is an error that
+    carries the log (checked on a written log; no second server needed)."""
+    server = server_module.ComfyServer(host_paths, output_dir=tmp_path / "out", log_path=tmp_path / "log.txt")
+    server.log_path.write_text("Traceback (most recent call last):\nImportError: boom\n"
+                               "   0.1 seconds (IMPORT FAILED): /base/custom_nodes/comfyui-videograin\n")
+    with pytest.raises(server_module.ServerError) as err:
+        server.check_pack_loaded()
+    assert "comfyui-videograin" in str(err.value) and "ImportError: boom" in str(err.value)
+
+
 @pytest.mark.full_model
 def test_full_random_sd15_txt2img(comfy, full_model):
     """The exact SD1.5 architecture loads through core CheckpointLoaderSimple and samples."""
