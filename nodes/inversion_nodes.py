@@ -1,2 +1,229 @@
-NODE_CLASS_MAPPINGS: dict[str, type] = {}
-NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}
+"""VideoGrainInvert and VideoGrainSampler: DDIM inversion and the editing run on ComfyUI's sampling machinery.
+
+Both run `comfy.sample.sample_custom` with a `KSAMPLER` wrapping the pack's own loops
+(`sampling.ddim`), so conditioning goes through core's code path (ControlNetApplyAdvanced, area and
+mask conds, CFG, model wrappers) and the σ schedule is core's `ddim_uniform`.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+import comfy.model_management
+import comfy.sample
+import comfy.samplers
+import latent_preview
+
+from ..attention.stlayout import AttentionRecord
+from ..sampling import ddim
+from ..sampling.blend import DEFAULT_MODE, MODES, BackgroundBlend
+from ..sampling.inversion import Inversion, inversion_key
+from .errors import VideoGrainInputError
+from .model_patch import check_sd15, prepare_edit_model, spacetime_clone
+
+INVERT = "VideoGrainInvert"
+SAMPLER = "VideoGrainSampler"
+
+
+def inversion_schedule(model_sampling, steps: int) -> torch.Tensor:
+    """Core's `ddim_uniform` σ for `steps` (σ_T … σ_1, 0): at 50 steps t = 981, 961, …, 1 then 0.
+
+    Core's schedule (not `sampling.schedule.editing_sigmas`) keeps a core sampler started from the
+    inverted latent on the same levels; the two agree whenever 1000 // steps divides the range evenly
+    (50, 25, 20, 10 …; tests/unit/test_schedule.py).
+    """
+    sigmas = comfy.samplers.calculate_sigmas(model_sampling, "ddim_uniform", steps).cpu().float()
+    if len(sigmas) - 1 != steps:
+        logging.info("[VideoGrain] ComfyUI's ddim_uniform schedule has %d steps for steps=%d",
+                     len(sigmas) - 1, steps)
+    return sigmas
+
+
+def _describe(obj, depth: int = 0):
+    """Conditioning values as plain data for hashing; ControlNets by their inputs, other objects by id."""
+    if isinstance(obj, (torch.Tensor, bool, int, float, str)) or obj is None:
+        return obj
+    if isinstance(obj, (list, tuple)):
+        return [_describe(o, depth) for o in obj]
+    if isinstance(obj, dict):
+        return {str(k): _describe(v, depth) for k, v in obj.items()}
+    if hasattr(obj, "cond_hint_original") and depth < 16:  # comfy.controlnet.ControlBase and subclasses
+        return {"type": type(obj).__name__, "hint": obj.cond_hint_original,
+                "strength": float(getattr(obj, "strength", 1.0)),
+                "range": list(getattr(obj, "timestep_percent_range", ())),
+                "weights": id(getattr(obj, "control_model", None)),
+                "previous": _describe(getattr(obj, "previous_controlnet", None), depth + 1)}
+    return f"{type(obj).__qualname__}@{id(obj)}"  # process-local identity
+
+
+def model_identity(model) -> str:
+    """The loaded weights (object identity, valid within one server run) and their LoRA/weight patches."""
+    return f"{type(model.model).__name__}:{id(model.model)}:{getattr(model, 'patches_uuid', '')}"
+
+
+def _latent_samples(latent, node: str, model) -> torch.Tensor:
+    if not isinstance(latent, dict) or not isinstance(latent.get("samples"), torch.Tensor):
+        raise VideoGrainInputError(node, "latent", "this is not a LATENT", "connect VAEEncode of the frames")
+    samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    if samples.ndim != 4:
+        raise VideoGrainInputError(node, "latent", f"expected an image latent [frames, 4, h, w], got shape "
+                                   f"{list(samples.shape)}", "encode the frames with core VAEEncode (SD1.5 VAE)")
+    return samples
+
+
+def _step_hook(callback, sigmas):
+    """on_step for the loops: interrupt check, then core's per-step callback (progress bar, preview)."""
+    def on_step(i, x, x0):
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        if callback is not None:
+            callback({"i": i, "x": x, "denoised": x0, "sigma": sigmas[i], "sigma_hat": sigmas[i]})
+    return on_step
+
+
+def _denoiser(model_k, x, extra_args):
+    s_in = x.new_ones([x.shape[0]])
+    return lambda x, sigma: model_k(x, sigma * s_in, **extra_args)  # as core's samplers call it
+
+
+class VideoGrainInvert:
+    DESCRIPTION = ("DDIM-inverts the source clip with the source prompt (guidance 1, full space-time "
+                   "self-attention over all frames, no modulation), from the clean latent at t = 1 up to "
+                   "t = 981 for 50 steps. The INVERSION feeds VideoGrainSampler; noisy_latent lets core "
+                   "samplers start from the inverted latent. ControlNet conditioning applies at every step.")
+    CATEGORY = "VideoGrain/edit"
+    FUNCTION = "invert"
+    RETURN_TYPES = ("VIDEOGRAIN_INVERSION", "LATENT")
+    RETURN_NAMES = ("inversion", "noisy_latent")
+    OUTPUT_TOOLTIPS = ("The inverted latent, the per-step source path, the schedule and a hash of the inputs; "
+                       "connect to VideoGrainSampler.",
+                       "The inverted latent at the first editing step, for core samplers (add_noise off, "
+                       "scheduler ddim_uniform, same steps).")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "An SD1.5 model (LoRAs fine). Inversion runs it unmodulated."}),
+            "positive": ("CONDITIONING", {"tooltip": "The SOURCE prompt describing the input clip (may be empty); "
+                                                     "apply the same ControlNet as in the edit here."}),
+            "latent": ("LATENT", {"tooltip": "The source frames encoded with core VAEEncode."}),
+            "steps": ("INT", {"default": 50, "min": 1, "max": 1000,
+                              "tooltip": "DDIM steps; VideoGrainSampler must use the same number (official: 50)."}),
+        }}
+
+    def invert(self, model, positive, latent, steps):
+        check_sd15(model, INVERT)
+        samples = _latent_samples(latent, INVERT, model)
+        work = spacetime_clone(model, INVERT)
+        sigmas = inversion_schedule(work.get_model_object("model_sampling"), steps)
+        up = sigmas[:-1].flip(0)
+        captured = {}
+
+        def invert_fn(model_k, noise, sigmas_up, extra_args=None, callback=None, disable=None):
+            # `noise` arrives as latent_image + 0·σ (zero noise): the clean model-space latent.
+            x_T, trajectory = ddim.invert(_denoiser(model_k, noise, extra_args or {}), noise, sigmas_up,
+                                          _step_hook(callback, sigmas_up))
+            captured["trajectory"] = trajectory
+            return x_T
+
+        callback = latent_preview.prepare_callback(work, max(len(up) - 1, 1))
+        noise = torch.zeros(samples.shape, dtype=samples.dtype, device="cpu")
+        # cfg 1: core skips the unconditional pass; `negative` is only a placeholder.
+        latent_T = comfy.sample.sample_custom(work, noise, 1.0, comfy.samplers.KSAMPLER(invert_fn), up,
+                                              positive, positive, samples, callback=callback,
+                                              disable_pbar=True, seed=0)
+        latent_T = latent_T.detach().float().cpu()
+        trajectory = torch.stack([t.detach().float().cpu() for t in captured["trajectory"]])
+        key = inversion_key(samples, _describe(positive), steps, model_identity(model))
+        record = Inversion(latent_T=latent_T, source=samples.detach().float().cpu(), trajectory=trajectory,
+                           sigmas=sigmas, steps=int(steps), key=key)
+        out = {k: v for k, v in latent.items() if k not in ("samples", "noise_mask")}
+        out["samples"] = latent_T
+        return (record, out)
+
+
+def _empty_record(frames: int, h: int, w: int) -> AttentionRecord:
+    """The sampler's attention output when there is no layout: no regions recorded."""
+    empty = torch.zeros(0, frames, h, w)
+    return AttentionRecord([], empty, empty.clone(), {"window": 0, "all": 0}, empty.clone())
+
+
+class VideoGrainSampler:
+    DESCRIPTION = ("Runs the VideoGrain edit: DDIM from the INVERSION with the given MODEL (usually from "
+                   "VideoGrainApplySTLayout, whose ST-Layout Attn acts in the first steps) and CFG, keeping the "
+                   "background outside the union of the region masks on the source path. With a plain model "
+                   "it is a global edit (space-time attention, no modulation, no background blend).")
+    CATEGORY = "VideoGrain/edit"
+    FUNCTION = "sample"
+    RETURN_TYPES = ("LATENT", "VIDEOGRAIN_ATTENTION")
+    RETURN_NAMES = ("latent", "attention")
+    OUTPUT_TOOLTIPS = ("The edited latent; decode with core VAEDecode.",
+                       "Per-region cross-attention maps recorded during the edit, for VideoGrainAttentionMaps.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "The model from VideoGrainApplySTLayout (a plain model gives a "
+                                           "global edit)."}),
+            "inversion": ("VIDEOGRAIN_INVERSION", {"tooltip": "The output of VideoGrainInvert for these frames."}),
+            "positive": ("CONDITIONING", {"tooltip": "The edit prompt: VideoGrainLayout's positive output "
+                                                     "(plus ControlNet if used in the inversion)."}),
+            "negative": ("CONDITIONING", {"tooltip": "The negative prompt (official: empty)."}),
+            "cfg": ("FLOAT", {"default": 7.5, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
+                              "tooltip": "Classifier-free guidance scale (official: 7.5)."}),
+            "steps": ("INT", {"default": 50, "min": 1, "max": 1000,
+                              "tooltip": "DDIM steps; must equal the steps of VideoGrainInvert."}),
+            "seed": ("INT", {"default": 42, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
+                             "tooltip": "Seeds the fresh noise of the source_noise background blend."}),
+            "background": (list(MODES), {"default": DEFAULT_MODE,
+                                         "tooltip": "Outside all masks: source_noise re-noises the source each "
+                                                    "step (official); inversion_path follows the inversion "
+                                                    "latents (deterministic); off edits everywhere."}),
+        }}
+
+    def sample(self, model, inversion, positive, negative, cfg, steps, seed, background):
+        if not isinstance(inversion, Inversion):
+            raise VideoGrainInputError(SAMPLER, "inversion", "this is not an INVERSION",
+                                       "connect the inversion output of VideoGrainInvert")
+        if steps != inversion.steps:
+            raise VideoGrainInputError(SAMPLER, "steps", f"steps is {steps} but the inversion was made with "
+                                       f"{inversion.steps} steps",
+                                       f"set steps to {inversion.steps}, or set VideoGrainInvert's steps to {steps}")
+        if background not in MODES:
+            raise VideoGrainInputError(SAMPLER, "background", f"unknown mode {background!r}",
+                                       f"pick one of {', '.join(MODES)}")
+        check_sd15(model, SAMPLER)
+        frames, _, h, w = inversion.latent_T.shape
+        work, layout, recorder = prepare_edit_model(model)
+        if layout is not None and (layout.frames != frames or tuple(layout.latent_size) != (h, w)):
+            lh, lw = layout.latent_size
+            raise VideoGrainInputError(SAMPLER, "inversion", f"the inversion has {frames} frames of latent "
+                                       f"{h}x{w} but the model's layout has {layout.frames} frames of {lh}x{lw}",
+                                       "invert the same frames (count and size) that the region masks were "
+                                       "made for")
+
+        blend = None
+        if layout is not None and layout.num_regions > 0 and background != "off":
+            z_src = work.model.process_latent_in(inversion.source)
+            blend = BackgroundBlend(background, layout.union().float().cpu(), z_src, seed=seed,
+                                    trajectory=inversion.trajectory, trajectory_sigmas=inversion.trajectory_sigmas)
+
+        def edit_fn(model_k, noise, sigmas, extra_args=None, callback=None, disable=None):
+            if blend is not None:  # keep the per-step tensors on the sampling device
+                blend.mask = blend.mask.to(noise.device)
+                blend.z_src = blend.z_src.to(noise.device)
+            return ddim.sample(_denoiser(model_k, noise, extra_args or {}), noise, sigmas, blend,
+                               _step_hook(callback, sigmas))
+
+        sigmas = inversion.sigmas
+        callback = latent_preview.prepare_callback(work, len(sigmas) - 1)
+        noise = torch.zeros(inversion.latent_T.shape, dtype=torch.float32, device="cpu")
+        samples = comfy.sample.sample_custom(work, noise, cfg, comfy.samplers.KSAMPLER(edit_fn), sigmas,
+                                             positive, negative, inversion.latent_T, callback=callback,
+                                             disable_pbar=True, seed=seed)
+        attention = recorder.result() if recorder is not None else _empty_record(frames, h, w)
+        return ({"samples": samples}, attention)
+
+
+NODE_CLASS_MAPPINGS = {INVERT: VideoGrainInvert, SAMPLER: VideoGrainSampler}
+NODE_DISPLAY_NAME_MAPPINGS = {INVERT: "VideoGrain Invert (DDIM)", SAMPLER: "VideoGrain Sampler"}

@@ -62,7 +62,7 @@ def test_gaussian_round_trip_returns_the_input_and_converges():
     # relative errors are 0.053 at 50 steps and 0.014 at 200.
     err50 = _gaussian_round_trip_error(50)
     err200 = _gaussian_round_trip_error(200)
-    print(f"gaussian round trip: 50 steps {err50:.4f}, 200 steps {err200:.4f}")
+    print(f"gaussian round trip: 50 steps {err50:.4f}, 200 steps {err200:.4f}")  # noqa: T201
     assert err50 < 0.06
     assert err200 < 0.02
     assert err200 < err50 / 3  # first order: 4× the steps, about 4× less error
