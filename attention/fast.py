@@ -41,8 +41,6 @@ DENSE_MAX_KEYS = 256
 # Upper bound on the fp32 score elements one dense or fallback chunk materialises (64 MiB).
 _CHUNK_ELEMENTS = 1 << 24
 ROUTES = ("flex", "grouped", "dense")
-# Zero-pad head dims to a power of two before FlexAttention (see _flex).
-FLEX_PAD_HEAD = True
 # kernel_options for FlexAttention (None: its defaults); see bench/attention_kernels.py.
 FLEX_KERNEL_OPTIONS: dict | None = None
 
@@ -58,8 +56,10 @@ def modulated_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads
     check_inputs(q, k, heads, q_bits, k_bits)
     w = as_weight(weight, q.shape[1], q.device)
     auto = route is None
-    if auto and not bool((w != 0).any()):
-        return spacetime_attention(q, k, v, heads)  # w = 0 everywhere: exactly plain attention
+    # w = 0 everywhere: exactly plain attention. Checked on the CPU only: on a GPU the check would
+    # stall the launch queue on every call, and the routes give the plain result for w = 0 anyway.
+    if auto and w.device.type == "cpu" and not bool((w != 0).any()):
+        return spacetime_attention(q, k, v, heads)
     route = route or choose_route(q, k)
     if route not in ROUTES:
         raise ValueError(f"route must be one of {ROUTES}, got {route!r}")
@@ -94,8 +94,8 @@ def _cpu_lse_kernel() -> bool:
 
 
 def flex_available() -> bool:
-    """True when FlexAttention exists, CUDA is present, and its compiled kernel has not failed here."""
-    return _flex_attention is not None and torch.cuda.is_available() and _flex_failure is None
+    """True when FlexAttention exists and CUDA is present (a variant that fails to compile falls back)."""
+    return _flex_attention is not None and torch.cuda.is_available()
 
 
 class KeyGroups:
@@ -151,34 +151,40 @@ def _dense(qh, kh, vh, scale, q_bits, k_bits, w) -> torch.Tensor:
 
 # ---------------------------------------------------------------- FlexAttention route
 
-# Tiles measured fastest on an H200 (torch 2.11, fp16, 8 heads, d = 80 → 128 and 160 → 256):
-# 10–13 % faster than FlexAttention's defaults. Only used on Hopper, where they fit shared memory.
+# Tiles measured fastest on an H200 (torch 2.11, fp16, 8 heads, d = 80 and 160): 10–13 % faster than
+# FlexAttention's defaults. Used on Hopper for half dtypes only, where they fit in shared memory.
 _HOPPER_FLEX_OPTIONS = {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3}
-_flex_failure: str | None = None  # why the compiled kernel could not run here, once it failed
+# (dtype, head dim, padded, tuned tiles) -> why that FlexAttention variant failed to build here.
+_flex_failures: dict[tuple, str] = {}
+
+
+class FlexUnavailable(RuntimeError):
+    """No FlexAttention variant could be compiled for these inputs on this machine."""
 
 
 @functools.lru_cache(maxsize=1)
 def _compiled_flex():
-    # Default dynamic=None: the first shape compiles static, a second one recompiles with symbolic
-    # sequence lengths, so a session with many clip sizes stays at a handful of graphs.
-    return torch.compile(_flex_attention)
+    # Static shapes: a kernel compiled with symbolic sequence lengths measured up to 2x slower
+    # (H200, 16 frames, 16x16 level). Each clip size compiles once per level; see _recompile_headroom.
+    return torch.compile(_flex_attention, dynamic=False)
 
 
 def _recompile_headroom():
-    """Context raising dynamo's per-function recompile limit during our call.
+    """Context raising dynamo's per-function recompile limit (default 8) during our call.
 
     Past the limit torch silently runs flex_attention eagerly, which materialises every score; a
-    few extra graphs (head dims, dtypes) are far cheaper than that.
+    compile per (level, clip size) is far cheaper than that.
     """
     cfg = torch._dynamo.config
     name = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
-    return cfg.patch(**{name: max(getattr(cfg, name), 64)})
+    return cfg.patch(**{name: max(getattr(cfg, name), 256)})
 
 
-def _kernel_options(device: torch.device) -> dict | None:
+def _kernel_options(qh: torch.Tensor) -> dict | None:
     if FLEX_KERNEL_OPTIONS is not None:
-        return FLEX_KERNEL_OPTIONS
-    if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] == 9:
+        return dict(FLEX_KERNEL_OPTIONS)
+    if (qh.device.type == "cuda" and qh.dtype in (torch.float16, torch.bfloat16)
+            and torch.cuda.get_device_capability(qh.device)[0] == 9):
         return dict(_HOPPER_FLEX_OPTIONS)
     return None
 
@@ -191,48 +197,64 @@ def _flex(qh, kh, vh, scale, q_bits, k_bits, w, beta) -> torch.Tensor:
     """FlexAttention with score_mod = score·(1 − w[q]) + β[b, h, q]·[q, k share a region].
 
     The score_mod runs in fp32 on the already scaled score, and the kernel accumulates the
-    softmax in fp32, so only the inputs carry their half precision.
+    softmax in fp32, so only the inputs and the output carry their half precision. Returns
+    [B, H, Nq, d] in the input dtype; raises FlexUnavailable when no variant compiles.
     """
-    d = qh.shape[-1]
     one_minus_w = (1.0 - w).contiguous()
 
     def score_mod(score, b, h, q_idx, kv_idx):
         positive = (q_bits[q_idx] & k_bits[kv_idx]) != 0
         return score * one_minus_w[q_idx] + torch.where(positive, beta[b, h, q_idx], 0.0)
 
-    # Non-power-of-two head dims (SD1.5: 40/80/160) are zero-padded to the kernel's tile size;
-    # zeros leave the dot products unchanged, the true scale is passed, padded output is dropped.
-    dp = max(16, 1 << (d - 1).bit_length()) if FLEX_PAD_HEAD else d
-    args = (_pad_head(qh, dp), _pad_head(kh, dp), _pad_head(vh, dp))
-    if qh.device.type == "cuda":
-        with _recompile_headroom():
-            out = _compiled_flex()(*args, score_mod=score_mod, scale=scale,
-                                   kernel_options=_kernel_options(qh.device))
-    else:  # eager FlexAttention (materialises scores): only for tests of the score_mod on the CPU
-        out = _flex_attention(*args, score_mod=score_mod, scale=scale)
-    return out[..., :vh.shape[-1]].float()
+    if qh.device.type != "cuda":  # eager FlexAttention (materialises scores): tests of the score_mod
+        return _flex_attention(qh, kh, vh, score_mod=score_mod, scale=scale)
+    d = qh.shape[-1]
+    dp = max(16, 1 << (d - 1).bit_length())
+    tuned = _kernel_options(qh)
+    # Try the head dim as is (recent torch rounds it inside the kernel, no copies), then zero-padded
+    # to a power of two (zeros leave q·k unchanged; the true scale is passed; padding is dropped);
+    # tuned tiles first, then FlexAttention's defaults.
+    variants = [(pad, opts) for pad in ((False, True) if dp != d else (False,))
+                for opts in ((tuned, None) if tuned else (None,))]
+    last = "no variant tried"
+    for pad, opts in variants:
+        key = (qh.dtype, d, pad, opts is not None)
+        if key in _flex_failures:
+            last = _flex_failures[key]
+            continue
+        size = dp if pad else d
+        try:
+            with _recompile_headroom():
+                out = _compiled_flex()(_pad_head(qh, size), _pad_head(kh, size), _pad_head(vh, size),
+                                       score_mod=score_mod, scale=scale, kernel_options=opts)
+            return out[..., :vh.shape[-1]] if pad else out
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - compiler/toolchain limits differ per GPU and torch
+            last = _flex_failures[key] = f"{type(exc).__name__}: {exc}"
+    raise FlexUnavailable(last)
 
 
 def _flex_or_grouped(qh, kh, vh, scale, q_bits, k_bits, w, fallback: bool = True) -> torch.Tensor:
-    """The flex route; with `fallback`, the grouped route once the compiled kernel failed here."""
-    global _flex_failure
+    """The flex route; with `fallback`, the grouped route where no FlexAttention variant compiles."""
     # No host synchronisation on this route: every row gets β (tiles of rows with w = 0 skip the
     # extrema loop; for rows with no or only positive keys β shifts the row by a constant).
     rmax, rmin = row_extrema(qh, kh, scale, w)
     beta = w * (rmax - rmin)
-    if _flex_failure is None:
-        try:
-            return _flex(qh, kh, vh, scale, q_bits, k_bits, w, beta)
-        except torch.cuda.OutOfMemoryError:
+    try:
+        return _flex(qh, kh, vh, scale, q_bits, k_bits, w, beta)
+    except FlexUnavailable as exc:
+        if not fallback:
             raise
-        except Exception as exc:  # noqa: BLE001 - compiler/toolchain problems differ per machine
-            if not fallback:
-                raise
-            _flex_failure = f"{type(exc).__name__}: {exc}"
-            warnings.warn(f"VideoGrain: FlexAttention unavailable ({_flex_failure[:300]}); "
-                          "using the region-grouped attention instead", RuntimeWarning)
-    groups = KeyGroups(q_bits, k_bits)
-    return _grouped(qh, kh, vh, scale, w, beta, groups)
+        key = (qh.dtype, qh.shape[-1])
+        if key not in _warned:
+            _warned.add(key)
+            warnings.warn(f"VideoGrain: FlexAttention unavailable for {qh.dtype}, head dim {qh.shape[-1]} "
+                          f"({str(exc)[:300]}); using the region-grouped attention", RuntimeWarning)
+    return _grouped(qh, kh, vh, scale, w, beta, KeyGroups(q_bits, k_bits))
+
+
+_warned: set = set()
 
 
 # ---------------------------------------------------------------- region-grouped route

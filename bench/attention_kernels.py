@@ -27,6 +27,8 @@ if "videograin" not in sys.modules:  # import the pack as `videograin`, as the t
     _package.__path__ = [str(PACK_DIR)]
     sys.modules["videograin"] = _package
 
+from videograin.attention import extrema as extrema_module  # noqa: E402
+from videograin.attention import fast as fast_module  # noqa: E402
 from videograin.attention.fast import choose_route, modulated_attention  # noqa: E402
 from videograin.attention.reference import modulated_attention_reference  # noqa: E402
 from videograin.attention.spacetime import spacetime_attention  # noqa: E402
@@ -199,6 +201,10 @@ def main(argv=None) -> int:
             del q, k, v
         print(f"done {level}", file=sys.stderr, flush=True)
     print(format_table(rows, device_name, args), flush=True)
+    failures = {**{f"flex {k}": v for k, v in fast_module._flex_failures.items()},
+                **({"triton extrema": extrema_module._triton_failure} if extrema_module._triton_failure else {})}
+    for name, reason in failures.items():  # variants that did not compile here (fallbacks were used)
+        print(f"note: {name} unavailable: {reason[:200]}", flush=True)
     return 0
 
 

@@ -187,3 +187,20 @@ def test_flex_score_mod_matches_transformed_scores_directly():
     expected = torch.softmax(s * (1 - w)[:, None] + beta[..., None] * pos, -1) @ vh
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
     assert split_heads(torch.zeros(1, 3, 16), 2).shape == (1, 2, 3, 8)
+
+
+def test_flex_failure_falls_back_to_grouped_only_when_allowed(monkeypatch):
+    q, k, v, q_bits, k_bits, weight = _case(13, *SHAPES[4])
+    qh, kh, vh = (split_heads(x, 2) for x in (q, k, v))
+
+    def broken(*args, **kwargs):
+        raise fast.FlexUnavailable("no compiler here")
+
+    monkeypatch.setattr(fast, "_flex", broken)
+    monkeypatch.setattr(fast, "_warned", set())
+    with pytest.warns(RuntimeWarning, match="region-grouped"):
+        out = fast._flex_or_grouped(qh, kh, vh, 16 ** -0.5, q_bits, k_bits, weight, fallback=True)
+    ref = modulated_attention_reference(q, k, v, 2, q_bits, k_bits, weight)
+    torch.testing.assert_close(fast.merge_heads(out), ref, atol=2e-5, rtol=2e-5)
+    with pytest.raises(fast.FlexUnavailable):
+        modulated_attention(q, k, v, 2, q_bits, k_bits, weight, route="flex")   # forced: no silent fallback
