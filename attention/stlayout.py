@@ -21,6 +21,7 @@ from .spacetime import spacetime_attention
 COND, UNCOND = 0, 1  # ComfyUI's cond_or_uncond codes
 BRANCHES = {"cond": (COND,), "uncond": (UNCOND,), "both": (COND, UNCOND)}
 RECORDER_KEY = "videograin_recorder"  # transformer_options key of the sampler's AttentionRecorder
+RECORD_EVERY = 5  # outside the modulation window, cross-attention maps are recorded every 5th step
 
 
 class AttentionPatchError(RuntimeError):
@@ -136,7 +137,10 @@ class STLayoutAttention:
             rows = slice(chunk * frames, (chunk + 1) * frames)
             qc, kc, vc = q[rows], k[rows], v[rows]
             modulate = active and code in self.branches
-            record = recorder is not None and code == COND and step is not None
+            # Recording needs the probabilities (materialised, [F·h·w, 77] per head): every modulated
+            # step, and every RECORD_EVERY-th step outside the window for the "all steps" maps.
+            record = (recorder is not None and code == COND and step is not None
+                      and (step[0] < self.settings.window_steps(step[1]) or step[0] % RECORD_EVERY == 0))
             if self.kind == "self":
                 qs = qc.reshape(1, frames * tokens, width)
                 ks, vs = kc.reshape(1, -1, width), vc.reshape(1, -1, width)
@@ -156,6 +160,11 @@ class STLayoutAttention:
             q_bits, area = self._region_terms(h, w, q.device)
             weight = (self.strength * time_factor(step[2]) * area) if modulate else torch.zeros_like(area)
             k_bits = self._key_bits(kc.shape[1], q.device)
+            if not record:
+                out = modulated_attention(qc.reshape(1, frames * tokens, width), kc[:1], vc[:1], heads,
+                                          q_bits, k_bits, weight)
+                outs.append(out.reshape(frames, tokens, width))
+                continue
             probs = modulated_probs(qc.reshape(1, frames * tokens, width), kc[:1], heads, q_bits, k_bits, weight)
             if record:
                 recorder.add(probs, k_bits, frames, h, w, step[0], step[0] < self.settings.window_steps(step[1]))
