@@ -5,7 +5,9 @@ folder, and the tests load those files.
 """
 from __future__ import annotations
 
+import subprocess
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,6 +38,18 @@ def clip_name(comfy_server):
         img[disc] = (0.9, 0.1, 0.1)
         frames.append(Image.fromarray((img * 255).astype(np.uint8)))
     frames[0].save(path, save_all=True, append_images=frames[1:])
+    yield name
+    path.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def controlnet_name(comfy_server, host_paths):
+    """A random tiny ControlNet (tests/server/tiny_controlnet.py) in the host's controlnet folder."""
+    name = f"vg_test_tiny_controlnet_{uuid.uuid4().hex[:8]}.safetensors"
+    path = host_paths.base_dir / "models" / "controlnet" / name
+    script = Path(__file__).with_name("tiny_controlnet.py")
+    subprocess.run([str(host_paths.python), str(script), str(path), str(host_paths.comfy_dir)], check=True,
+                   timeout=300)
     yield name
     path.unlink(missing_ok=True)
 
@@ -239,3 +253,39 @@ def test_layout_frame_count_must_match(comfy, tiny_model, clip_name):
     message = comfy.run_expect_error(prompt)
     assert "VideoGrainSampler input 'inversion'" in message
     assert "3 frames" in message and "2 frames" in message
+
+
+def test_controlnet_conditioning_reaches_inversion_and_edit(comfy, tiny_model, clip_name, controlnet_name):
+    """Core ControlNetApplyAdvanced on the source and edit prompts: it changes the inversion and the
+    edit, and for one frame the edit with ControlNet still equals core SamplerCustom bit for bit (the
+    ControlNet runs through core's code path; its own attention is never patched)."""
+    steps, cfg = 4, 5.0
+    prompt = _base(tiny_model, clip_name)
+    prompt.update({
+        "20": {"class_type": "ImageFromBatch", "inputs": {"image": ["2", 0], "batch_index": 0, "length": 1}},
+        "21": {"class_type": "VAEEncode", "inputs": {"pixels": ["20", 0], "vae": ["1", 2]}},
+        "70": {"class_type": "ControlNetLoader", "inputs": {"control_net_name": controlnet_name}},
+        "71": {"class_type": "ControlNetApplyAdvanced", "inputs": {
+            "positive": ["4", 0], "negative": ["5", 0], "control_net": ["70", 0], "image": ["20", 0],
+            "strength": 1.0, "start_percent": 0.0, "end_percent": 1.0}},
+        "72": _invert(("1", 0), ("21", 0), steps, positive=("71", 0)),
+        "73": _invert(("1", 0), ("21", 0), steps),
+        "74": _sample(("1", 0), ("72", 0), cfg, steps, "off", positive=("71", 0), negative=("71", 1)),
+        "75": _sample(("1", 0), ("72", 0), cfg, steps, "off"),
+        "76": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "ddim"}},
+        "77": {"class_type": "BasicScheduler", "inputs": {"model": ["1", 0], "scheduler": "ddim_uniform",
+                                                          "steps": steps, "denoise": 1.0}},
+        "78": {"class_type": "SamplerCustom", "inputs": {
+            "model": ["1", 0], "add_noise": False, "noise_seed": 0, "cfg": cfg, "positive": ["71", 0],
+            "negative": ["71", 1], "sampler": ["76", 0], "sigmas": ["77", 0], "latent_image": ["72", 1]}},
+        "80": _save_latent(("72", 1), "vg_cn_inv"),
+        "81": _save_latent(("73", 1), "vg_cn_inv_plain"),
+        "82": _save_latent(("74", 0), "vg_cn_edit"),
+        "83": _save_latent(("75", 0), "vg_cn_edit_plain"),
+        "84": _save_latent(("78", 0), "vg_cn_core"),
+    })
+    outputs = comfy.run(prompt, timeout=240)
+    inv, inv_plain, edit, edit_plain, core = (_latent(comfy, outputs, n) for n in ("80", "81", "82", "83", "84"))
+    assert _rel(inv, inv_plain) > 1e-3, "the ControlNet did not reach the inversion"
+    assert _rel(edit, edit_plain) > 1e-3, "the ControlNet did not reach the edit"
+    assert torch.equal(edit, core), f"max difference {float((edit - core).abs().max())}"
