@@ -289,3 +289,36 @@ def test_controlnet_conditioning_reaches_inversion_and_edit(comfy, tiny_model, c
     assert _rel(inv, inv_plain) > 1e-3, "the ControlNet did not reach the inversion"
     assert _rel(edit, edit_plain) > 1e-3, "the ControlNet did not reach the edit"
     assert torch.equal(edit, core), f"max difference {float((edit - core).abs().max())}"
+
+
+def test_interrupt_stops_the_inversion_and_writes_nothing(comfy, tiny_model, clip_name):
+    """POST /interrupt during the inversion ends the run as interrupted; no latent file is written."""
+    import json
+
+    import websocket
+
+    prefix = f"vg_interrupt_{uuid.uuid4().hex[:8]}"
+    prompt = _base(tiny_model, clip_name)
+    prompt.update({
+        "12": _invert(("1", 0), ("3", 0), 500),  # minutes of work: only the interrupt can end it quickly
+        "13": _sample(("1", 0), ("12", 0), 7.5, 500, "off"),
+        "17": _save_latent(("13", 0), prefix),
+    })
+    client_id = uuid.uuid4().hex
+    ws = websocket.create_connection(comfy.url.replace("http://", "ws://", 1) + f"/ws?clientId={client_id}",
+                                     timeout=120)
+    try:
+        prompt_id = comfy.queue(prompt, client_id=client_id)
+        while True:  # wait until the inversion has made progress, then interrupt
+            msg = ws.recv()
+            if isinstance(msg, str):
+                data = json.loads(msg)
+                if data["type"] == "progress" and data["data"].get("node") == "12" and data["data"]["value"] >= 2:
+                    break
+        comfy.interrupt()
+    finally:
+        ws.close()
+    entry = comfy.wait(prompt_id, timeout=60)
+    assert entry["status"]["status_str"] == "error"
+    assert any(name == "execution_interrupted" for name, _ in entry["status"]["messages"])
+    assert not list(comfy.output_dir.glob(f"**/{prefix}*"))
