@@ -2,13 +2,16 @@
 # The demo command: sets up (or reuses) the local ComfyUI host, starts its server, runs an API
 # workflow through it and prints where the output video is.
 #
-#   bash .ci/demo.sh                                   # the bundled mask-check workflow
-#   bash .ci/demo.sh WORKFLOW.json --set 1.frame_load_cap=8
+#   bash .ci/demo.sh                                   # the instance-level edit of the bundled clip
+#   bash .ci/demo.sh workflows/api/videograin_part_edit.json --set 2.frame_load_cap=8
+#
+# Real SD1.5 weights in .host/base/models/checkpoints/ are used at full size and 50 steps; without
+# them the tiny random-weight model runs at 192 px and 20 steps (noise, but the whole pipeline).
 set -euo pipefail
 
 PACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 HOST="${VIDEOGRAIN_HOST:-$PACK_DIR/.host}"
-DEFAULT="$PACK_DIR/workflows/api/videograin_mask_check.json"
+DEFAULT="$PACK_DIR/workflows/api/videograin_instance_edit.json"
 
 bash "$PACK_DIR/.ci/setup_host.sh"
 
@@ -16,7 +19,8 @@ if [ "$#" -eq 0 ] || [[ "$1" == --* ]]; then
     set -- "$DEFAULT" "$@"
 fi
 if [ "$1" = "$DEFAULT" ]; then
-    echo "[videograin] demo: the bundled synthetic clip (two walking figures) with each region mask" \
-         "(class, instance and part level) tinted and outlined, saved as an mp4"
+    echo "[videograin] demo: instance-level edit of the bundled synthetic clip (two walking figures):" \
+         "the left figure becomes 'astronaut', the right one 'knight', the background 'cherry blossoms'," \
+         "each region bound to its own words of one global prompt; plus a video of each prompt's attention"
 fi
-exec "$HOST/venv/bin/python" "$PACK_DIR/.ci/run_workflow.py" "$@"
+exec "$HOST/venv/bin/python" "$PACK_DIR/.ci/run_workflow.py" --auto-checkpoint "$@"

@@ -171,17 +171,39 @@ def run(url: str, prompt: dict, timeout: float, output_dir: Path | None) -> list
     return outputs_of(url, prompt_id, output_dir)
 
 
+# The CPU-friendly demo settings used with the tiny random model (no real SD1.5 weights present).
+TINY_DEMO = {"VideoGrainLoadVideo": {"width": 192, "height": 192}, "VideoGrainInvert": {"steps": 20},
+             "VideoGrainSampler": {"steps": 20}}
+
+
+def choose_checkpoint(prompt: dict, real: list[str], tiny: str) -> str:
+    """Point every CheckpointLoaderSimple at real SD1.5 weights if there are any (full size and
+    steps, as the workflow says), else at the tiny random model at a CPU-friendly size."""
+    ckpt = real[0] if real else tiny
+    for node in prompt.values():
+        if node["class_type"] == "CheckpointLoaderSimple":
+            node["inputs"]["ckpt_name"] = ckpt
+        if not real:
+            node["inputs"].update(TINY_DEMO.get(node["class_type"], {}))
+    return ckpt
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("workflow", nargs="?", type=Path, default=DEFAULT_WORKFLOW, help="API-format workflow JSON")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE_ID.input=VALUE")
     ap.add_argument("--url", help="use this running server instead of starting the dev host's")
+    ap.add_argument("--auto-checkpoint", action="store_true",
+                    help="use real SD1.5 weights from the models folder if present, else the tiny random model "
+                         "at a CPU-friendly size (the demo); --set overrides still win")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds to wait for the run")
     args = ap.parse_args(argv)
 
-    prompt = apply_overrides(load_workflow(args.workflow), args.overrides)
+    prompt = load_workflow(args.workflow)
+    apply_overrides(json.loads(json.dumps(prompt)), args.overrides)  # fail fast on a bad --set
     t0 = time.monotonic()
     if args.url:
+        apply_overrides(prompt, args.overrides)
         files = run(args.url.rstrip("/"), prompt, args.timeout, None)
     else:
         cs = load_server_module()
@@ -197,6 +219,16 @@ def main(argv: list[str] | None = None) -> int:
             real = real_checkpoints(server.url, {cs.FULL_MODEL, cs.TINY_MODEL})
             if real:
                 print(f"[videograin] checkpoints with real weights available: {', '.join(real)}")
+            if args.auto_checkpoint:
+                ckpt = choose_checkpoint(prompt, real, cs.TINY_MODEL)
+                if real:
+                    print(f"[videograin] using {ckpt} at the workflow's full size and steps", flush=True)
+                else:
+                    print("[videograin] no SD1.5 weights in the models folder: using the tiny RANDOM-weight model "
+                          "at 192 px and 20 steps. Random weights give noise; this run only shows that the "
+                          "pipeline works. Put an SD1.5 checkpoint in .host/base/models/checkpoints/ for a "
+                          "real edit.", flush=True)
+            apply_overrides(prompt, args.overrides)
             print(f"[videograin] running {args.workflow.name} on {server.url}", flush=True)
             files = run(server.url, prompt, args.timeout, server.output_dir)
     print(f"[videograin] finished in {time.monotonic() - t0:.0f} s")
