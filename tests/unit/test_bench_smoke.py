@@ -1,9 +1,11 @@
 """bench/attention_kernels.py runs at a tiny size on the CPU and prints every row (no timing asserts)."""
+import json
 import pathlib
 import subprocess
 import sys
 
-SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "bench" / "attention_kernels.py"
+PACK_DIR = pathlib.Path(__file__).resolve().parents[2]
+SCRIPT = PACK_DIR / "bench" / "attention_kernels.py"
 
 
 def test_attention_bench_smoke_prints_all_rows():
@@ -22,3 +24,17 @@ def test_attention_bench_smoke_prints_all_rows():
     for c in cells:
         assert float(c[-1]) < 1e-4          # fast and reference agree in fp32 at every level
         assert float(c[9]) > 0 and float(c[10]) > 0
+
+
+def test_edit_benchmark_smoke_prints_every_table(tmp_path):
+    """bench/edit_benchmark.py end to end on the tiny model (CPU, toy size): all rows and both tables."""
+    out = tmp_path / "edit.json"
+    proc = subprocess.run([sys.executable, str(PACK_DIR / "bench" / "edit_benchmark.py"), "--smoke", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| floor step | reference step | fast step |" in proc.stdout
+    assert "| whole edit, floor | whole edit, fast |" in proc.stdout
+    [row] = json.loads(out.read_text())
+    for name in ("floor", "reference", "fast"):
+        assert row["step"][name]["seconds"] > 0
+    assert row["reedit_fast"]["seconds"] > 0
