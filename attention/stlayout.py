@@ -154,24 +154,19 @@ class STLayoutAttention:
                 continue
             # Cross-attention: every frame of a branch sees the same text, so the frames' queries
             # form one sequence against the 77 keys of the first frame.
-            if not (modulate or record):
-                outs.append(spacetime_attention(qc, kc, vc, heads))
-                continue
             q_bits, area = self._region_terms(h, w, q.device)
             weight = (self.strength * time_factor(step[2]) * area) if modulate else torch.zeros_like(area)
             k_bits = self._key_bits(kc.shape[1], q.device)
-            if not record:
-                out = modulated_attention(qc.reshape(1, frames * tokens, width), kc[:1], vc[:1], heads,
-                                          q_bits, k_bits, weight)
-                outs.append(out.reshape(frames, tokens, width))
-                continue
-            probs = modulated_probs(qc.reshape(1, frames * tokens, width), kc[:1], heads, q_bits, k_bits, weight)
             if record:
+                probs = modulated_probs(qc.reshape(1, frames * tokens, width), kc[:1], heads, q_bits, k_bits, weight)
                 recorder.add(probs, k_bits, frames, h, w, step[0], step[0] < self.settings.window_steps(step[1]))
-            d = width // heads
-            vh = vc[:1].reshape(1, -1, heads, d).transpose(1, 2).float()          # [1, heads, 77, d]
-            out = (probs @ vh).transpose(1, 2).reshape(frames, tokens, width)
-            outs.append(out.to(q.dtype))
+                del probs
+            if modulate:
+                out = modulated_attention(qc.reshape(1, frames * tokens, width), kc[:1], vc[:1], heads,
+                                          q_bits, k_bits, weight).reshape(frames, tokens, width)
+            else:  # recording only: the output stays exactly what plain attention gives
+                out = spacetime_attention(qc, kc, vc, heads)
+            outs.append(out)
         return torch.cat(outs, dim=0)
 
 
