@@ -30,6 +30,7 @@ import types
 from pathlib import Path
 
 PACK_DIR = Path(__file__).resolve().parents[1]
+VAE_CHUNK = 4  # frames per VAE encode/decode call (--vae-chunk)
 
 
 # ------------------------------------------------------------------------------------------ setup
@@ -66,11 +67,17 @@ def load_module(path: Path, name: str):
     return module
 
 
-def build_checkpoint(tiny: bool):
-    """(MODEL, CLIP, VAE) from a random-weight SD1.5 (or tiny) state dict, via ComfyUI's loader."""
+def build_checkpoint(tiny: bool, checkpoint: Path | None = None):
+    """(MODEL, CLIP, VAE) from a random-weight SD1.5 (or tiny) state dict, via ComfyUI's loader, or
+    from a checkpoint file exactly as CheckpointLoaderSimple loads it (host memory as a user sees it)."""
     import comfy.sd
     import torch
 
+    if checkpoint is not None:
+        torch.set_grad_enabled(False)
+        model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(str(checkpoint), output_vae=True,
+                                                                    output_clip=True)
+        return model, clip, vae
     mm = load_module(PACK_DIR / ".ci" / "make_models.py", "videograin_make_models")
     torch.set_grad_enabled(False)
     if tiny:
@@ -167,7 +174,7 @@ class Case:
         self.pack = pack
 
     def encode(self):
-        self.latent = {"samples": vae_chunked(self.vae.encode, self.images[..., :3], 8)}
+        self.latent = {"samples": vae_chunked(self.vae.encode, self.images[..., :3], VAE_CHUNK)}
         return self.latent
 
     def layout(self, prompts=None):
@@ -261,7 +268,7 @@ def whole_edit(pack, case, steps: int, modulated: bool, device, inversion=None) 
         latent = call(pack.inversion_nodes.VideoGrainSampler, model=model, inversion=inversion, positive=positive,
                       negative=case.negative, cfg=7.5, steps=steps, seed=42,
                       background="source_noise" if modulated else "off")[0]
-        frames = vae_chunked(case.vae.decode, latent["samples"], 8)
+        frames = vae_chunked(case.vae.decode, latent["samples"], VAE_CHUNK)
     assert frames.shape[0] == case.images.shape[0]
     mm.soft_empty_cache()
     return {"seconds": total.seconds, "peak_gib": total.peak_gib}, inversion
@@ -272,6 +279,7 @@ def host_rss_gib() -> float:
 
 
 def main(argv=None) -> int:
+    global VAE_CHUNK
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--comfy", type=Path, default=PACK_DIR / ".host" / "ComfyUI")
     ap.add_argument("--frames", default="8,16")
@@ -281,6 +289,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--parts", default="step,edit", help="step, edit, or both")
     ap.add_argument("--edit-frames", default="16", help="frame counts that also get whole-edit timings")
+    ap.add_argument("--edit-variants", default="floor,fast,reedit", help="which whole edits to time")
+    ap.add_argument("--vae-chunk", type=int, default=VAE_CHUNK, help="frames per VAE encode/decode call")
+    ap.add_argument("--checkpoint", type=Path, help="load this checkpoint file instead of building in memory")
     ap.add_argument("--smoke", action="store_true", help="tiny model on the CPU at a toy size")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
@@ -294,7 +305,8 @@ def main(argv=None) -> int:
     pack = import_pack()
     device = torch.device("cpu") if cpu else torch.device("cuda")
     t0 = time.perf_counter()
-    model, clip, vae = build_checkpoint(tiny=args.smoke)
+    VAE_CHUNK = args.vae_chunk
+    model, clip, vae = build_checkpoint(tiny=args.smoke, checkpoint=args.checkpoint)
     print(f"model built in {time.perf_counter() - t0:.1f} s on {torch.cuda.get_device_name() if not cpu else 'cpu'}, "
           f"torch {torch.__version__}", flush=True)
     parts = set(args.parts.split(","))
@@ -310,9 +322,13 @@ def main(argv=None) -> int:
             if "step" in parts:
                 row["step"] = step_table(pack, case, positive, layout, args.steps, args.repeats, device)
             if "edit" in parts and frames in edit_frames:
-                row["edit_floor"], _ = whole_edit(pack, case, args.steps, False, device)
+                variants = set(args.edit_variants.split(","))
+                if "floor" in variants:
+                    row["edit_floor"], _ = whole_edit(pack, case, args.steps, False, device)
                 row["edit_fast"], inversion = whole_edit(pack, case, args.steps, True, device)
-                row["reedit_fast"], _ = whole_edit(pack, case, args.steps, True, device, inversion)
+                if "reedit" in variants:
+                    row["reedit_fast"], _ = whole_edit(pack, case, args.steps, True, device, inversion)
+            row["steps"] = args.steps
             row["host_rss_gib"] = host_rss_gib()
             results.append(row)
             print(json.dumps(row), flush=True)
@@ -349,12 +365,14 @@ def print_table(results: list[dict]) -> None:
               f"{_ratio(s.get('reference'), s.get('fast'))} |")
     edits = [r for r in results if "edit_fast" in r]
     if edits:
-        print("\n| size | frames | whole edit, floor | whole edit, fast | fast/floor | re-edit (fast) | re-edit/edit | host RSS |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("\n| size | frames | steps | whole edit, floor | whole edit, fast | fast/floor | re-edit (fast) | "
+              "re-edit/edit | host RSS |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for r in edits:
-            print(f"| {r['size']} | {r['frames']} | {_fmt(r['edit_floor'])} | {_fmt(r['edit_fast'])} | "
-                  f"{_ratio(r['edit_fast'], r['edit_floor'])} | {_fmt(r['reedit_fast'])} | "
-                  f"{_ratio(r['reedit_fast'], r['edit_fast'])} | {r['host_rss_gib']:.1f} GiB |")
+            print(f"| {r['size']} | {r['frames']} | {r['steps']} | {_fmt(r.get('edit_floor'))} | "
+                  f"{_fmt(r['edit_fast'])} | {_ratio(r['edit_fast'], r.get('edit_floor'))} | "
+                  f"{_fmt(r.get('reedit_fast'))} | {_ratio(r.get('reedit_fast'), r['edit_fast'])} | "
+                  f"{r['host_rss_gib']:.1f} GiB |")
 
 
 if __name__ == "__main__":
