@@ -19,11 +19,13 @@ from ..attention.stlayout import AttentionRecord
 from ..sampling import ddim
 from ..sampling.blend import DEFAULT_MODE, MODES, BackgroundBlend
 from ..sampling.inversion import Inversion, inversion_key
-from .errors import VideoGrainInputError
+from .errors import VideoGrainInputError, out_of_memory_hint
 from .model_patch import check_sd15, prepare_edit_model, spacetime_clone
 
 INVERT = "VideoGrainInvert"
 SAMPLER = "VideoGrainSampler"
+OOM_FIX = ("load fewer frames (VideoGrainLoadVideo frame_load_cap) or a smaller size (width/height); "
+           "memory grows with frames × pixels")
 
 
 def inversion_schedule(model_sampling, steps: int) -> torch.Tensor:
@@ -129,9 +131,10 @@ class VideoGrainInvert:
         callback = latent_preview.prepare_callback(work, max(len(up) - 1, 1))
         noise = torch.zeros(samples.shape, dtype=samples.dtype, device="cpu")
         # cfg 1: core skips the unconditional pass; `negative` is only a placeholder.
-        latent_T = comfy.sample.sample_custom(work, noise, 1.0, comfy.samplers.KSAMPLER(invert_fn), up,
-                                              positive, positive, samples, callback=callback,
-                                              disable_pbar=True, seed=0)
+        with out_of_memory_hint(INVERT, "latent", OOM_FIX):
+            latent_T = comfy.sample.sample_custom(work, noise, 1.0, comfy.samplers.KSAMPLER(invert_fn), up,
+                                                  positive, positive, samples, callback=callback,
+                                                  disable_pbar=True, seed=0)
         latent_T = latent_T.detach().float().cpu()
         trajectory = torch.stack([t.detach().float().cpu() for t in captured["trajectory"]])
         key = inversion_key(samples, _describe(positive), steps, model_identity(model))
@@ -218,9 +221,10 @@ class VideoGrainSampler:
         sigmas = inversion.sigmas
         callback = latent_preview.prepare_callback(work, len(sigmas) - 1)
         noise = torch.zeros(inversion.latent_T.shape, dtype=torch.float32, device="cpu")
-        samples = comfy.sample.sample_custom(work, noise, cfg, comfy.samplers.KSAMPLER(edit_fn), sigmas,
-                                             positive, negative, inversion.latent_T, callback=callback,
-                                             disable_pbar=True, seed=seed)
+        with out_of_memory_hint(SAMPLER, "inversion", OOM_FIX):
+            samples = comfy.sample.sample_custom(work, noise, cfg, comfy.samplers.KSAMPLER(edit_fn), sigmas,
+                                                 positive, negative, inversion.latent_T, callback=callback,
+                                                 disable_pbar=True, seed=seed)
         attention = recorder.result() if recorder is not None else _empty_record(frames, h, w)
         return ({"samples": samples}, attention)
 

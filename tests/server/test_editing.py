@@ -166,7 +166,7 @@ def test_modulation_localizes_each_prompt_in_its_region(comfy, peaked_model):
     out = comfy.run(g)
     for tag in ("off", "on"):
         shares[tag] = inside_shares(comfy, out, f"15{tag}")
-    print("share of each prompt's cross-attention inside its own mask (%):", shares)
+    print("share of each prompt's cross-attention inside its own mask (%):", shares)  # noqa: T201 - the issue asks to print both values
     assert len(shares["on"]) == len(REGIONS) and shares["on"].keys() == shares["off"].keys()
     for name in shares["on"]:
         assert shares["on"][name] > 2 * shares["off"][name], (name, shares)
