@@ -16,6 +16,12 @@ if [ ! -x "$HOST/venv/bin/python" ]; then
     echo "[videograin] no standalone host at $HOST: set VIDEOGRAIN_HOST to a host made by .ci/setup_host.sh" >&2
     exit 2
 fi
+# The frontend tests drive ComfyUI's real UI in Debian's Chromium (playwright never downloads a browser).
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[videograin] installing Debian's chromium for the frontend tests"
+    { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+        || echo "[videograin] could not install chromium: the frontend tests will say so" >&2
+fi
 if [ "$#" -eq 0 ]; then
     set -- tests
 fi

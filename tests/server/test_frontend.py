@@ -1,0 +1,75 @@
+"""The shipped UI workflows in ComfyUI's real frontend (headless Chromium through Playwright).
+
+For each UI workflow: the pack's node types are registered in the browser, the graph loads with every
+node known, and the prompt the frontend builds from it (`app.graphToPrompt()`) equals the API twin.
+Needs Debian's chromium (`.ci/test.sh` installs it) and the playwright package (no browser download).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+PACK_DIR = Path(__file__).resolve().parents[2]
+UI_FILES = sorted((PACK_DIR / "workflows").glob("*.json"))
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def page(comfy_server):
+    if CHROMIUM is None or not _has_playwright():
+        message = "chromium and the playwright package are needed (bash .ci/test.sh installs both)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    comfy_client_settings(comfy_server.url)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page()
+        page.goto(comfy_server.url)
+        page.wait_for_function("window.app?.graph && Object.keys(LiteGraph.registered_node_types).length > 0",
+                               timeout=120_000)
+        yield page
+        browser.close()
+
+
+def _has_playwright() -> bool:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def comfy_client_settings(url: str) -> None:
+    """Skip the first-run tutorial so no dialog covers the canvas."""
+    import urllib.request
+
+    req = urllib.request.Request(url + "/api/settings", data=json.dumps({"Comfy.TutorialCompleted": True}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=30).read()
+
+
+def test_every_pack_node_is_registered_in_the_browser(page, comfy):
+    ours = sorted(k for k, v in comfy.object_info().items() if v.get("category", "").startswith("VideoGrain"))
+    registered = page.evaluate("Object.keys(LiteGraph.registered_node_types)")
+    assert ours and set(ours) <= set(registered)
+
+
+@pytest.mark.parametrize("ui_file", UI_FILES, ids=lambda p: p.stem)
+def test_ui_workflow_loads_and_builds_its_api_twin(page, ui_file, tmp_path):
+    ui = json.loads(ui_file.read_text())
+    api = json.loads((PACK_DIR / "workflows" / "api" / ui_file.name).read_text())
+    page.evaluate("async (g) => { await app.loadGraphData(g); }", ui)
+    loaded = page.evaluate("app.graph._nodes.map(n => [String(n.id), n.type, !!LiteGraph.registered_node_types[n.type]])")
+    assert sorted(loaded) == sorted([k, v["class_type"], True] for k, v in api.items())
+    output = page.evaluate("async () => (await app.graphToPrompt()).output")
+    assert {k: v["inputs"] for k, v in output.items()} == {k: v["inputs"] for k, v in api.items()}
+    page.screenshot(path=str(tmp_path / f"{ui_file.stem}.png"))
