@@ -130,7 +130,11 @@ class STLayoutAttention:
         step = _step(extra_options)
         active = (step is not None and self.strength != 0.0
                   and step[0] < self.settings.window_steps(step[1]))
-        recorder = extra_options.get(RECORDER_KEY) if self.kind == "cross" else None
+        recorder = extra_options.get(RECORDER_KEY)
+        if recorder is not None:
+            recorder.hit(self.kind, extra_options.get("block"))
+            if self.kind != "cross":
+                recorder = None  # only cross-attention maps are recorded
 
         outs = []
         for chunk, code in enumerate(codes):
@@ -177,8 +181,11 @@ class AttentionRecorder:
     for the modulation window and for all steps. Shared by identity across model-option copies.
     """
 
-    def __init__(self, layout):
+    def __init__(self, layout, expected_blocks=()):
         self.layout = layout
+        # Which (kind, block) the patch must be called at; checked after the first step (spec §6 rec).
+        self.expected = {(kind, tuple(block)) for block in expected_blocks for kind in ("self", "cross")}
+        self.hits: set = set()
         k, f = layout.num_regions, layout.frames
         h, w = layout.latent_size
         self.sums = {"window": torch.zeros(k, f, h, w), "all": torch.zeros(k, f, h, w)}
@@ -186,6 +193,15 @@ class AttentionRecorder:
 
     def __deepcopy__(self, memo):
         return self
+
+    def hit(self, kind: str, block) -> None:
+        """Note that the `kind` patch ran at `block` (ComfyUI's ("input", 4)-style tag)."""
+        if block is not None:
+            self.hits.add((kind, tuple(block)))
+
+    def missing(self) -> list:
+        """Expected (kind, block) pairs the patch was never called at."""
+        return sorted(self.expected - self.hits)
 
     def add(self, probs: torch.Tensor, k_bits: torch.Tensor, frames: int, h: int, w: int,
             step: int, in_window: bool) -> None:

@@ -83,6 +83,22 @@ def _step_hook(callback, sigmas):
     return on_step
 
 
+def _checked_step_hook(callback, sigmas, recorder):
+    """_step_hook that also checks, after the first step, that the ST-Layout patch ran at every block it
+    was installed on: a UNet whose blocks are tagged differently would otherwise edit unmodulated."""
+    on_step = _step_hook(callback, sigmas)
+    if recorder is None:
+        return on_step
+
+    def checked(i, x, x0):
+        if i == 0 and recorder.missing():
+            raise VideoGrainInputError(SAMPLER, "model", f"the ST-Layout patch never ran at {recorder.missing()[:4]}",
+                                       "use an SD1.5-family model whose UNet ComfyUI tags with SD1.5's block keys; "
+                                       "if this is one, please report it with the checkpoint's name")
+        on_step(i, x, x0)
+    return checked
+
+
 def _denoiser(model_k, x, extra_args):
     s_in = x.new_ones([x.shape[0]])
     return lambda x, sigma: model_k(x, sigma * s_in, **extra_args)  # as core's samplers call it
@@ -216,7 +232,7 @@ class VideoGrainSampler:
                 blend.mask = blend.mask.to(noise.device)
                 blend.z_src = blend.z_src.to(noise.device)
             return ddim.sample(_denoiser(model_k, noise, extra_args or {}), noise, sigmas, blend,
-                               _step_hook(callback, sigmas))
+                               _checked_step_hook(callback, sigmas, recorder))
 
         sigmas = inversion.sigmas
         callback = latent_preview.prepare_callback(work, len(sigmas) - 1)

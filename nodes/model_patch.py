@@ -95,6 +95,6 @@ def prepare_edit_model(model):
     if patch is None:
         return spacetime_clone(model, "VideoGrainSampler"), None, None
     m = model.clone()
-    recorder = AttentionRecorder(patch.layout)
+    recorder = AttentionRecorder(patch.layout, LEVELS[patch.levels])
     m.model_options["transformer_options"][RECORDER_KEY] = recorder
     return m, patch.layout, recorder

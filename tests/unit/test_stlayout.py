@@ -132,3 +132,19 @@ def test_frame_count_mismatch_names_the_fix():
     opts = options([0], 0)
     with pytest.raises(AttentionPatchError, match="frames"):
         patch(q, k, v, opts)
+
+
+def test_recorder_lists_blocks_the_patch_never_ran_at():
+    layout = make_layout()
+    recorder = AttentionRecorder(layout, [("input", 4), ("middle", 0)])
+    opts = options([1, 0], 20)
+    opts[RECORDER_KEY] = recorder
+    opts["block"] = ("input", 4)
+    q, k, v = qkv(2 * F, seed=4)
+    STLayoutAttention("self", layout, STLayoutSettings())(q, k, v, opts)
+    q, k, v = qkv(2 * F, keys=77, seed=5)
+    STLayoutAttention("cross", layout, STLayoutSettings())(q, k, v, opts)
+    assert recorder.missing() == [("cross", ("middle", 0)), ("self", ("middle", 0))]
+    opts["block"] = ("middle", 0)
+    STLayoutAttention("cross", layout, STLayoutSettings())(q, k, v, opts)
+    assert recorder.missing() == [("self", ("middle", 0))]
