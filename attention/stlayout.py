@@ -158,6 +158,9 @@ class STLayoutAttention:
                 continue
             # Cross-attention: every frame of a branch sees the same text, so the frames' queries
             # form one sequence against the 77 keys of the first frame.
+            if not (modulate or record):
+                outs.append(spacetime_attention(qc, kc, vc, heads))
+                continue
             q_bits, area = self._region_terms(h, w, q.device)
             weight = (self.strength * time_factor(step[2]) * area) if modulate else torch.zeros_like(area)
             k_bits = self._key_bits(kc.shape[1], q.device)
