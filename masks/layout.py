@@ -4,9 +4,8 @@
 immutable once built (ComfyUI deep-copies model options, so `__deepcopy__` returns the object
 itself) and caches what it derives per (size, device).
 
-Region membership is an int64 bit set: bit k is region k. Two tokens form a positive pair when
-their bit sets intersect (`a & b != 0`), which covers overlapping masks (a part inside an
-instance) with one integer per token; hence at most 63 regions.
+Region membership is an int64 bit set (`binding.bits`): bit k is region k, so overlapping masks
+(a part inside an instance) need one integer per token.
 
 A layout with no regions is valid: it stands for a global edit (spec quirk 17). Consumers must
 then switch modulation and blend off; `union()` returns all ones so a blend with it is a no-op.
@@ -20,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..sampling.text import MAX_REGIONS, MAX_TOKENS
+from ..binding.bits import MAX_REGIONS, MAX_TOKENS, pack_bits
 
 KINDS = ("class", "instance", "part", "background")
 
@@ -101,9 +100,7 @@ class RegionLayout:
     def query_bits(self, h: int, w: int) -> torch.Tensor:
         """int64 [F·h·w]: bit k set where region k covers the token; frame-major (f, y, x) order."""
         def make():
-            m = self.masks_at(h, w).flatten(1).long()  # [K, F·h·w], f-major as ComfyUI's batch of frames
-            shifts = torch.arange(self.num_regions, device=m.device, dtype=torch.long)
-            return (m << shifts[:, None]).sum(0) if self.num_regions else m.new_zeros(self.frames * h * w)
+            return pack_bits(self.masks_at(h, w).flatten(1))  # [F·h·w], f-major as ComfyUI's batch of frames
         return self._cached(("query_bits", h, w), make)
 
     def cross_area(self, h: int, w: int) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """VideoGrainRegion and VideoGrainLayout: bind local prompts to region masks (spec §2, §4).
 
-Thin glue: ComfyUI's tokenizer output becomes token-key rows for `sampling.text`, MASK batches
+Thin glue: ComfyUI's tokenizer output becomes token-key rows for `binding.prompts`, MASK batches
 become `masks.layout.RegionSpec`s, and the result is a spliced CONDITIONING plus a RegionLayout.
 """
 from __future__ import annotations
@@ -11,7 +11,8 @@ import logging
 import torch
 
 from ..masks.layout import KINDS, LayoutError, RegionLayout, RegionSpec, build_layout
-from ..sampling.text import MAX_TOKENS, PromptBindingError, bind_prompts, has_weight_syntax, splice, token_bits
+from ..binding.bits import MAX_TOKENS, token_bits
+from ..binding.prompts import PromptBindingError, bind_prompts, has_weight_syntax, splice
 from .errors import VideoGrainInputError
 
 _log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from videograin.masks.layout import LayoutError, RegionLayout, attention_sizes, build_layout
-from videograin.sampling.text import token_bits
+from videograin.binding.bits import token_bits
 
 LAT_A = torch.zeros(2, 4, 4, dtype=torch.bool)
 LAT_A[0, 0:2, 0:2] = True

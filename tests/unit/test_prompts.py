@@ -4,8 +4,9 @@ import logging
 import pytest
 import torch
 
-from videograin.sampling.text import (MAX_TOKENS, SD_BOS, SD_EOS, PromptBindingError, bind_prompts, find_span,
-                                      has_weight_syntax, splice, token_bits, token_owner, word_tokens)
+from videograin.binding.bits import MAX_TOKENS, pack_bits, token_bits, token_owner
+from videograin.binding.prompts import (SD_BOS, SD_EOS, PromptBindingError, bind_prompts, find_span, has_weight_syntax,
+                                        splice, word_tokens)
 
 _VOCAB: dict[str, int] = {}
 
@@ -155,3 +156,11 @@ def test_repeated_prompt_warns_and_uses_first(caplog):
 def test_empty_prompt_owns_nothing_and_never_errors():
     assert bind("anything at all", "", "   ") == [None, None]
     assert torch.equal(token_bits([None, None]), torch.zeros(MAX_TOKENS, dtype=torch.long))
+
+
+def test_pack_bits_sets_one_bit_per_member_region():
+    members = torch.tensor([[1, 0, 1, 0], [0, 0, 1, 1]], dtype=torch.bool)
+    assert pack_bits(members).tolist() == [1, 0, 3, 2]
+    assert pack_bits(torch.zeros(0, 4, dtype=torch.bool)).tolist() == [0, 0, 0, 0]
+    with pytest.raises(ValueError):
+        pack_bits(torch.zeros(64, 2, dtype=torch.bool))

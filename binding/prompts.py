@@ -17,16 +17,14 @@ from collections.abc import Collection, Hashable, Sequence
 
 import torch
 
-MAX_TOKENS = 77  # SD1.5 CLIP window, BOS and EOS included
+from .bits import MAX_TOKENS, Span
+
 SD_BOS, SD_EOS = 49406, 49407  # SD1.5 CLIP start/end ids; end also pads
-MAX_REGIONS = 63  # token and query ownership are int64 bit sets: one bit per region, sign bit unused
 
 _log = logging.getLogger(__name__)
 
 # ComfyUI parses any unescaped parenthesis as emphasis: "(word)" is ×1.1, "(word:1.2)" is 1.2.
 _WEIGHT_SYNTAX = re.compile(r"(?<!\\)[()]")
-
-Span = tuple[int, int]
 
 
 class PromptBindingError(ValueError):
@@ -137,32 +135,6 @@ def _check_overlaps(prompts: Sequence[str], spans: Sequence[Span | None]) -> Non
                     "overlap", k, f"local prompts {prompts[i]!r} (number {i + 1}) and {prompts[k]!r} (number {k + 1}) claim the same "
                     f"words of the global prompt (token {j}); each token can belong to one region only", other=i)
             owner[j] = k
-
-
-def token_owner(spans: Sequence[Span | None], length: int = MAX_TOKENS) -> torch.Tensor:
-    """LongTensor[length]: the region index owning each text token, -1 where none does."""
-    owner = torch.full((length,), -1, dtype=torch.long)
-    for k, span in enumerate(spans):
-        if span is None:
-            continue
-        start, n = span
-        if start < 0 or start + n > length:
-            raise ValueError(f"span {span} of region {k} lies outside {length} tokens")
-        if (owner[start:start + n] >= 0).any():
-            raise ValueError(f"region {k} claims tokens already owned by another region")
-        owner[start:start + n] = k
-    return owner
-
-
-def token_bits(spans: Sequence[Span | None], length: int = MAX_TOKENS) -> torch.Tensor:
-    """LongTensor[length]: bit k set where region k owns the token (0 = unowned)."""
-    if len(spans) > MAX_REGIONS:
-        raise ValueError(f"at most {MAX_REGIONS} regions, got {len(spans)}")
-    owner = token_owner(spans, length)
-    bits = torch.zeros(length, dtype=torch.long)
-    owned = owner >= 0
-    bits[owned] = torch.ones_like(owner[owned]) << owner[owned]
-    return bits
 
 
 def splice(global_emb: torch.Tensor, local_embs: Sequence[torch.Tensor | None],
