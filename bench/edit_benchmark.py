@@ -20,7 +20,7 @@ works; its numbers mean nothing).
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import json
 import resource
 import statistics
@@ -54,17 +54,9 @@ def import_pack():
     import importlib
 
     mods = {n: importlib.import_module(f"videograin.{n}") for n in (
-        "nodes.layout_nodes", "nodes.inversion_nodes", "nodes.attention_nodes", "attention.stlayout",
+        "nodes.layout_nodes", "nodes.inversion_nodes", "nodes.attention_nodes", "attention.patch",
         "attention.reference", "attention.fast")}
     return types.SimpleNamespace(**{k.split(".")[-1]: v for k, v in mods.items()})
-
-
-def load_module(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def build_checkpoint(tiny: bool, checkpoint: Path | None = None):
@@ -78,7 +70,8 @@ def build_checkpoint(tiny: bool, checkpoint: Path | None = None):
         model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(str(checkpoint), output_vae=True,
                                                                     output_clip=True)
         return model, clip, vae
-    mm = load_module(PACK_DIR / ".ci" / "make_models.py", "videograin_make_models")
+    sys.path.insert(0, str(PACK_DIR / ".ci"))
+    import make_models as mm
     torch.set_grad_enabled(False)
     if tiny:
         sd = mm.build_tiny(mm.SEEDS["tiny"], mm.load_tiny_module())
@@ -204,10 +197,12 @@ def unet_call_timer(pack, case, patcher, positive, steps: int, repeats: int, dev
     import comfy.model_management as mm
     import torch
 
-    sched = importlib.import_module("videograin.sampling.schedule").editing_sigmas(steps)
+    schedule = importlib.import_module("videograin.sampling.schedule")
+    sched = schedule.editing_sigmas(steps, patcher.get_model_object("model_sampling").sigmas)
     mm.load_models_gpu([patcher])
     inner = patcher.model
-    x = case.latent["samples"].to(device, torch.float32) * 0.18215 * float((1 + sched[0] ** 2) ** 0.5)
+    x = patcher.model.process_latent_in(case.latent["samples"].to(device, torch.float32)) \
+        * float(schedule.inv_sqrt_alpha_bar(sched[0]))
     f = x.shape[0]
     ctx = torch.cat([case.negative[0][0], positive[0][0]]).to(device)
     context = ctx.repeat_interleave(f, 0)
@@ -230,7 +225,7 @@ def step_table(pack, case, positive, layout, steps, repeats, device) -> dict:
     import torch
 
     rows = {}
-    st = pack.stlayout
+    st = pack.patch
     fast_fn = st.modulated_attention
     spacetime_clone = importlib.import_module("videograin.nodes.model_patch").spacetime_clone
     variants = [("floor", lambda: spacetime_clone(case.model), fast_fn),

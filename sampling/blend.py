@@ -1,4 +1,4 @@
-"""Background preservation: outside the union mask M the edit follows the source clip (spec §9).
+"""Background preservation: outside the union mask M the edit follows the source clip (docs/design.md §9).
 
 After each editing step from level σ to σ' the latent becomes x ← M·x + (1 − M)·x_bg, with x_bg one of
 
@@ -7,12 +7,12 @@ After each editing step from level σ to σ' the latent becomes x ← M·x + (1 
   level after it in ComfyUI's x = x_vp/sqrt(ᾱ): x_bg = (sqrt(ᾱ_σ)·z_src + sqrt(1 − ᾱ_σ)·n)/sqrt(ᾱ_σ'),
   where sqrt(ᾱ) = 1/sqrt(1 + σ²). The noise comes from one CPU `torch.Generator` seeded with `seed`;
   step i uses the (i+1)-th `torch.randn(x.shape)` draw of it, so a run is reproducible on any device.
-  We keep it as the default because it is what the paper's results were produced with (spec quirk 6).
+  We keep it as the default because it is what the paper's results were produced with (docs/design.md quirk 6).
 - ``inversion_path``: x_bg = the DDIM-inversion latent at level σ' (deterministic, no seed).
 - ``off``: no blend at all (also no final paste), e.g. for a global edit or a reconstruction.
 
 After the final step (σ' = 0) every mode but ``off`` pastes the clean z_src outside the mask instead
-(spec [rec]), so the background of the result is the source latent exactly.
+(docs/design.md), so the background of the result is the source latent exactly.
 
 All latents here are in model space (ComfyUI's `process_latent_in`: z_src = VAE posterior mean × 0.18215).
 """
@@ -22,14 +22,10 @@ from typing import Optional
 
 import torch
 
+from .schedule import sqrt_alpha_bar
+
 MODES = ("source_noise", "inversion_path", "off")
 DEFAULT_MODE = "source_noise"
-
-
-def sqrt_alpha_bar(sigma: torch.Tensor | float) -> torch.Tensor:
-    """sqrt(ᾱ) at noise level σ: 1/sqrt(1 + σ²)."""
-    s = torch.as_tensor(sigma, dtype=torch.float64)
-    return 1.0 / torch.sqrt(1.0 + s * s)
 
 
 def source_noise_background(

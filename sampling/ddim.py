@@ -2,7 +2,7 @@
 
 Both loops drive a denoiser `denoise(x, sigma) -> x0_pred` in k-diffusion's convention: the latent is
 x = x_vp / sqrt(ᾱ), the noise estimate is eps = (x − x0_pred) / σ, and one DDIM step (η = 0) is the
-Euler step x ← x + (σ_next − σ)·eps, in either direction (spec §3).
+Euler step x ← x + (σ_next − σ)·eps, in either direction (docs/design.md §3).
 
 `sample` performs the same tensor operations, in the same order, as core's `sample_euler` (the "ddim"
 sampler): d = (x − x0)/σ, then x + d·(σ_next − σ), with σ taken as the schedule's own 0-d tensors. Without
@@ -13,6 +13,8 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 import torch
+
+from .schedule import inv_sqrt_alpha_bar
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """`denoise(x, sigma)` → predicted clean latent; `sigma` is a 0-d tensor of the schedule."""
@@ -56,7 +58,7 @@ def invert(
         raise ValueError("sigmas_up must be a non-empty 1-D tensor")
     if bool((sigmas_up <= 0).any()) or bool((sigmas_up[1:] <= sigmas_up[:-1]).any()):
         raise ValueError("sigmas_up must be strictly increasing and positive")
-    x = x_clean * torch.sqrt(1.0 + sigmas_up[0].to(x_clean.dtype) ** 2)
+    x = x_clean * inv_sqrt_alpha_bar(sigmas_up[0].to(x_clean.dtype))
     keep = trajectory_stays_on_device(x, len(sigmas_up))
 
     def store(t: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""The SD1.5 DDIM schedule against diffusers' DDIMScheduler, the spec's numbers and ComfyUI's own
+"""The SD1.5 DDIM schedule against diffusers' DDIMScheduler, docs/design.md's numbers and ComfyUI's own
 `ddim_uniform` scheduler and Euler sampler (in-process, no server)."""
 import os
 import pathlib
@@ -99,12 +99,15 @@ def test_comfy_ddim_uniform_is_the_editing_schedule(sd15_sampling, comfy, steps)
     assert [int(sd15_sampling.timestep(s)) for s in up] == schedule.ddim_timesteps(steps)[::-1]
 
 
-def test_comfy_ddim_uniform_differs_when_steps_do_not_divide_999(sd15_sampling, comfy):
-    # Core steps by 1000 // steps from t = 1 while t < 1000, so 30 steps (stride 33) give 31 levels;
-    # diffusers' "leading" spacing gives 30. The nodes follow core (parity with core samplers); the
-    # official 50 steps are unaffected.
-    core = comfy.samplers.calculate_sigmas(sd15_sampling, "ddim_uniform", 30)
-    assert len(core) == 32 and len(schedule.editing_sigmas(30)) == 31
+@pytest.mark.parametrize("steps,real", [(30, 31), (7, 8), (24, 25), (999, 999), (1000, 999), (1, 1)])
+def test_editing_sigmas_is_core_ddim_uniform_also_when_steps_do_not_divide_1000(sd15_sampling, comfy, steps, real):
+    # Core steps by 1000 // steps from t = 1 while t < 1000, so 30 steps (stride 33) give 31 levels where
+    # diffusers' "leading" spacing gives 30. The pack's one schedule follows core (parity with core
+    # samplers), and its length says the real count; the official 50 steps are unaffected.
+    core = comfy.samplers.calculate_sigmas(sd15_sampling, "ddim_uniform", steps)
+    ours = schedule.editing_sigmas(steps, sd15_sampling.sigmas)
+    assert torch.equal(core, ours) and len(ours) - 1 == real
+    assert torch.equal(ours, schedule.editing_sigmas(steps))  # SD1.5's own table gives the same
 
 
 def test_core_euler_equals_our_sample_bit_for_bit(comfy):
