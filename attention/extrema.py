@@ -1,4 +1,4 @@
-"""Exact row max and min of the attention scores without keeping a score matrix (spec §11, step 1).
+"""Exact row max and min of the attention scores without keeping a score matrix (docs/design.md §11, step 1).
 
 M_q and m_q are the only quantities of ST-Layout Attn that need every key of a row at once. On CUDA
 a Triton kernel streams key tiles through one GEMM per tile and keeps a running max/min in registers

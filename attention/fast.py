@@ -1,4 +1,4 @@
-"""Exact ST-Layout Attn without an Nq×Nk score matrix (spec §11).
+"""Exact ST-Layout Attn without an Nq×Nk score matrix (docs/design.md §11).
 
 The identity s' = (1 − w)·s + w·m + w·(M − m)·P (P = 1 on positive pairs) means that, per row,
 

@@ -1,4 +1,4 @@
-"""ST-Layout Attn written the plain way (spec §5.1, §5.5): materialised scores, fp32 softmax.
+"""ST-Layout Attn written the plain way (docs/design.md §5.1, §5.5): materialised scores, fp32 softmax.
 
 This is the oracle the fast path (`fast.py`) is tested against, and the route for callers that need
 the probabilities themselves (the cross-attention recorder). Everything is computed in fp32 from the
@@ -48,7 +48,7 @@ def positive_pairs(q_bits: torch.Tensor, k_bits: torch.Tensor) -> torch.Tensor:
 
 def modulated_scores(q: torch.Tensor, k: torch.Tensor, heads: int, q_bits: torch.Tensor, k_bits: torch.Tensor,
                      weight) -> torch.Tensor:
-    """Transformed scores s' as fp32 [B, heads, Nq, Nk] (spec §5.5).
+    """Transformed scores s' as fp32 [B, heads, Nq, Nk] (docs/design.md §5.5).
 
     s = q·k/√d; M, m = row max and min of the unmodified s over all keys;
     positive pairs move toward M by w, negative pairs toward m by w.

@@ -1,6 +1,6 @@
 """Plain (unmodulated) attention over a whole sequence: the floor every modulated call is measured against.
 
-Full space-time self-attention (spec §7) is this function applied to the F·h·w tokens of one CFG
+Full space-time self-attention (docs/design.md §7) is this function applied to the F·h·w tokens of one CFG
 branch; unmodulated cross-attention is the same call with the 77 text keys.
 """
 from __future__ import annotations

@@ -5,12 +5,13 @@ state (the attention recorder) lives under the pack's own key in the clone's tra
 """
 from __future__ import annotations
 
-from ..attention.stlayout import (RECORDER_KEY, AttentionRecorder, SpaceTimeSelfAttention, STLayoutAttention,
-                                  STLayoutSettings)
+from ..attention.patch import SpaceTimeSelfAttention, STLayoutAttention
+from ..attention.recorder import RECORDER_KEY, AttentionRecorder
+from ..attention.settings import STLayoutSettings
 
 STATE_KEY = "videograin"  # transformer_options key holding the EditPatch of an ST-Layout model
 
-# SD1.5 transformer blocks as ComfyUI tags them (block_name, number); spec §6.
+# SD1.5 transformer blocks as ComfyUI tags them (block_name, number); docs/design.md §6.
 SD15_BLOCKS = [("input", 1), ("input", 2), ("input", 4), ("input", 5), ("input", 7), ("input", 8),
                ("middle", 0)] + [("output", i) for i in range(3, 12)]
 HIGHEST_RESOLUTION = {("input", 1), ("input", 2), ("output", 9), ("output", 10), ("output", 11)}
@@ -89,7 +90,7 @@ def prepare_edit_model(model):
     """For the sampler: (clone ready to edit, layout or None, recorder or None).
 
     A model from VideoGrainApplySTLayout keeps its patch and gets a fresh attention recorder;
-    any other model gets plain space-time attention and no layout (a global edit, spec quirk 17).
+    any other model gets plain space-time attention and no layout (a global edit, docs/design.md quirk 17).
     """
     patch = edit_patch(model)
     if patch is None:

@@ -4,8 +4,9 @@ import torch
 
 from videograin.attention.reference import modulated_attention_reference
 from videograin.attention.spacetime import spacetime_attention
-from videograin.attention.stlayout import (RECORDER_KEY, AttentionPatchError, AttentionRecorder,
-                                           SpaceTimeSelfAttention, STLayoutAttention, STLayoutSettings)
+from videograin.attention.patch import AttentionPatchError, SpaceTimeSelfAttention, STLayoutAttention
+from videograin.attention.recorder import RECORDER_KEY, AttentionRecorder
+from videograin.attention.settings import STLayoutSettings
 from videograin.masks.layout import RegionLayout
 from videograin.sampling.schedule import editing_sigmas, sigma_to_timestep, time_factor
 
