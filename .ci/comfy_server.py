@@ -69,7 +69,8 @@ class ComfyServer:
     """One ComfyUI server process; `start()` returns once it answers GET /system_stats."""
 
     def __init__(self, host: HostPaths, output_dir: Path, temp_dir: Path | None = None,
-                 log_path: Path | None = None, port: int | None = None, extra_args: tuple[str, ...] = ()):
+                 log_path: Path | None = None, port: int | None = None, extra_args: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None):
         self.host = host
         self.output_dir = Path(output_dir)
         self.temp_dir = Path(temp_dir) if temp_dir else self.output_dir.parent / "temp"
@@ -77,6 +78,7 @@ class ComfyServer:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.extra_args = tuple(extra_args)
+        self.env = dict(env or {})  # added to the server's environment
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -100,7 +102,7 @@ class ComfyServer:
                               "Fix: run `bash .ci/setup_host.sh`")
         for d in (self.output_dir, self.temp_dir, self.log_path.parent):
             d.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         with open(self.log_path, "wb") as log:
             # Own process group: stop() can end the server and anything it spawned, and nothing else.
             self.proc = subprocess.Popen(self.command(), cwd=self.host.comfy_dir, stdout=log,

@@ -10,7 +10,8 @@ Two sources are read:
     or beside the video as `<video stem>.colors.txt`; otherwise regions are found by colour and named
     `region_1`, `region_2`, … in order of colour value.
 
-Frames are picked with the video loader's rule (`FrameSelection`), then every mask goes through the
+Frames are picked with the video loader's rule (`media.selection.FrameSelection`) and decoded by the
+same code (`media.decode`, rotation included), then every mask goes through the
 same `FramePlan` as the frames (`masks.geometry`), nearest-neighbour, so masks line up with the frames
 exactly. Every problem raises `MaskLoadError`, which names the input to change and the fix.
 """
@@ -18,24 +19,21 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, TypeVar
 
 import numpy as np
 import torch
 
+from ..media.decode import MediaReadError, iter_source_frames, read_grey, read_rgb
+from ..media.files import VIDEO_EXTENSIONS, list_frame_files, list_subfolders, natural_key
+from ..media.selection import FrameSelection
 from .geometry import SIZE_MODES, FramePlan, apply_plan, plan_frames
 
-IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
-VIDEO_EXTS = frozenset({".mp4", ".mov", ".webm", ".mkv", ".gif", ".avi", ".m4v"})
 ASPECT_TOLERANCE = 0.01  # masks and frames may differ by rounding, not by a different framing
 LABEL_TOLERANCE = 48  # max per-channel distance of a label pixel to its colour (lossy video shifts colours)
 LABEL_MIN_SHARE = 0.001  # colours rarer than this are compression noise when no colors.txt is given
 MAX_LABEL_COLOURS = 64
 _CHUNK = 16  # frames resized at a time: bounds the float32 copy for long, large masks
-
-T = TypeVar("T")
 
 
 class MaskLoadError(ValueError):
@@ -46,84 +44,30 @@ class MaskLoadError(ValueError):
         super().__init__(f"input '{input_name}': {problem}. Fix: {fix}")
 
 
-@dataclass(frozen=True)
-class FrameSelection:
-    """Which source frames are kept: skip the first `skip_first_frames`, then keep every
-    `select_every_nth`, then stop after `frame_load_cap` frames (0 = no cap). Same rule as the video."""
-
-    frame_load_cap: int = 0
-    skip_first_frames: int = 0
-    select_every_nth: int = 1
-
-    def __post_init__(self) -> None:
-        for name in ("frame_load_cap", "skip_first_frames"):
-            if getattr(self, name) < 0:
-                raise MaskLoadError(name, f"{name} is {getattr(self, name)}", "use 0 or more")
-        if self.select_every_nth < 1:
-            raise MaskLoadError("select_every_nth", f"select_every_nth is {self.select_every_nth}", "use 1 or more")
-
-    def indices(self, total: int) -> list[int]:
-        """Selected indices among `total` source frames."""
-        return [i for i, _ in self.pick(range(total))]
-
-    def pick(self, items: Iterable[T]) -> Iterator[tuple[int, T]]:
-        """Yield `(index, item)` for the selected items; stops reading once the cap is reached,
-        so a capped label video is not decoded to its end."""
-        kept = 0
-        for i, item in enumerate(items):
-            if self.frame_load_cap and kept >= self.frame_load_cap:
-                return
-            if i >= self.skip_first_frames and (i - self.skip_first_frames) % self.select_every_nth == 0:
-                kept += 1
-                yield i, item
-
-    def describe(self) -> str:
-        return (f"frame_load_cap={self.frame_load_cap}, skip_first_frames={self.skip_first_frames}, "
-                f"select_every_nth={self.select_every_nth}")
-
-
-def natural_key(name: str) -> list:
-    """Sort key that orders embedded numbers by value: "f2" < "f10"."""
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
-
-
 def _images_in(folder: Path) -> list[Path]:
-    files = [p for p in folder.iterdir()
-             if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")]
-    return sorted(files, key=lambda p: natural_key(p.name))
+    return [Path(f) for f in list_frame_files(folder)]
 
 
 def _region_dirs(folder: Path) -> list[Path]:
-    dirs = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    return sorted(dirs, key=lambda p: natural_key(p.name))
+    return [Path(d) for d in list_subfolders(folder)]
 
 
 # --- reading --------------------------------------------------------------------------------------
 
 def _read_grey(path: Path) -> np.ndarray:
     """One mask image as float32 grey 0..1 (8- and 16-bit PNGs, RGB images via luminance)."""
-    from PIL import Image  # Pillow ships with ComfyUI; imported here to keep module import light
-
     try:
-        with Image.open(path) as im:
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                return np.asarray(im, dtype=np.float32) / 65535.0
-            if im.mode == "F":
-                return np.asarray(im, dtype=np.float32)
-            return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
-    except OSError as err:
-        raise MaskLoadError("masks_path", f"cannot read mask image {path} ({err})",
+        return read_grey(str(path))
+    except MediaReadError as err:
+        raise MaskLoadError("masks_path", f"cannot read mask image {path} ({err.__cause__ or err})",
                             "replace it with a valid PNG/JPEG image") from err
 
 
 def _read_rgb(path: Path) -> np.ndarray:
-    from PIL import Image
-
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except OSError as err:
-        raise MaskLoadError("masks_path", f"cannot read label image {path} ({err})",
+        return read_rgb(str(path))
+    except MediaReadError as err:
+        raise MaskLoadError("masks_path", f"cannot read label image {path} ({err.__cause__ or err})",
                             "replace it with a valid PNG image") from err
 
 
@@ -202,18 +146,12 @@ def read_colour_table(path: Path) -> list[tuple[str, tuple[int, int, int]]]:
     return table
 
 
-def _iter_video_rgb(path: Path) -> Iterator[np.ndarray]:
-    import av  # PyAV ships with ComfyUI's requirements
-
+def _iter_video_rgb(path: Path):
+    """The label video's frames as lazy RGB loaders, upright (display rotation applied, as for the clip)."""
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise MaskLoadError("masks_path", f"{path} has no video stream", "give a label video or a mask folder")
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            for frame in container.decode(stream):
-                yield frame.to_ndarray(format="rgb24")
-    except (av.error.FFmpegError, OSError) as err:
+        for frame in iter_source_frames(str(path)):
+            yield frame
+    except MediaReadError as err:
         raise MaskLoadError("masks_path", f"cannot decode label video {path} ({err})",
                             "give a readable video file (mp4, webm, mkv, mov, gif) or a mask folder") from err
 
@@ -232,7 +170,7 @@ def read_label_frames(path: Path, selection: FrameSelection) -> tuple[list[np.nd
             frames.append(rgb)
         table = path / "colors.txt"
     else:
-        frames = [rgb for _, rgb in selection.pick(_iter_video_rgb(path))]
+        frames = [frame.rgb() for _, frame in selection.pick(_iter_video_rgb(path))]
         table = path.with_name(path.stem + ".colors.txt")
     if not frames:
         raise MaskLoadError("skip_first_frames", f"{selection.describe()} selects none of the label frames in {path}",
@@ -350,10 +288,8 @@ def _check_coverage(name: str, before: np.ndarray, after: torch.Tensor, peak: fl
     if not bool(after.any()):
         raise MaskLoadError("size_mode", f"region '{name}' lies entirely in the part that {plan.mode} cuts away",
                             "use size_mode pad or keep_aspect, or a larger width/height on the video loader")
-    if before.all() or bool(after.all()):
-        raise MaskLoadError("masks_path", f"region '{name}' covers every pixel of every selected frame, "
-                            "which leaves nothing to separate",
-                            "leave it out and edit with the global prompt alone (no region masks)")
+    # A region covering everything is accepted, as from any other mask source; masks/layout.build_layout
+    # warns about it (the one rule for all-covering masks).
 
 
 def load_region_masks(path: str | Path, frame_count: int, out_w: int, out_h: int, size_mode: str = "keep_aspect",
@@ -372,7 +308,7 @@ def load_region_masks(path: str | Path, frame_count: int, out_w: int, out_h: int
     peaks: dict[str, float] = {}
     if path.is_dir() and any(_images_in(d) for d in _region_dirs(path)):
         masks, (mask_w, mask_h), peaks = read_region_folders(path, selection, threshold)
-    elif path.is_dir() or path.suffix.lower() in VIDEO_EXTS:
+    elif path.is_dir() or path.suffix.lower() in VIDEO_EXTENSIONS:
         masks, (mask_w, mask_h) = read_label_source(path, selection)
     else:
         raise MaskLoadError("masks_path", f"{path} is neither a folder nor a video ({path.suffix or 'no extension'})",

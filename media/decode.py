@@ -1,50 +1,35 @@
-"""Video and frame-folder decoding and encoding with PyAV and Pillow (no ComfyUI imports).
+"""Decoding video files, frame folders and single images with PyAV and Pillow (no ComfyUI imports).
 
-Decoding is streamed: `iter_source_frames` yields lazily decoded frames and `select_frames` pulls only
-as many as skip/nth/cap need, so capping a long file stops decoding early. Encoding writes mp4 (H.264
-with AAC audio), animated webp, gif or a folder of PNG frames, and keeps one output frame per input
-frame (Pillow's gif and libwebp's animation encoder merge identical frames, so neither is used).
+Decoding is streamed: `iter_source_frames` yields lazily decoded frames and
+`media.selection.FrameSelection.pick` pulls only as many as skip/nth/cap need, so capping a long file
+stops decoding early. Frames come upright: a display-matrix rotation (phone videos) is applied to every
+decoded frame, for clips and label videos alike. Every decode failure is a `MediaReadError` naming the
+file, which the node layer rewords with the node, the input and the fix.
 """
 from __future__ import annotations
 
 import os
-import re
-import struct
-import uuid
 from dataclasses import dataclass
-from fractions import Fraction
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import av
 import numpy as np
 from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".webm", ".mkv", ".gif")
-FRAME_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+from .files import IMAGE_EXTENSIONS, list_frame_files
+
 FOLDER_FPS = 8.0  # a frame folder carries no rate; VideoGrain's clips are 8 fps
-ENCODE_FORMATS = ("mp4", "webp", "gif")
-WEBP_QUALITY = 90
 
 
-class VideoReadError(Exception):
-    """The file or folder exists but holds no decodable video."""
+class MediaReadError(Exception):
+    """A file or folder that exists but cannot be decoded; `path` is the file that failed."""
+
+    def __init__(self, message: str, path: str | None = None):
+        self.path = path
+        super().__init__(message)
 
 
 # --- reading ---------------------------------------------------------------------------------------
-
-
-def natural_key(name: str) -> tuple:
-    """Sort key that orders "frame2" before "frame10"."""
-    return tuple(int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name))
-
-
-def list_frame_files(folder: str) -> list[str]:
-    """Image files (png/jpg/jpeg/webp) directly inside `folder`, naturally sorted, as full paths."""
-    names = [n for n in os.listdir(folder)
-             if n.lower().endswith(FRAME_EXTENSIONS) and not n.startswith(".")
-             and os.path.isfile(os.path.join(folder, n))]
-    return [os.path.join(folder, n) for n in sorted(names, key=natural_key)]
 
 
 @dataclass(frozen=True)
@@ -81,40 +66,40 @@ def _stream_fps(stream) -> float:
 
 
 def probe(path: str) -> SourceInfo:
-    """Read size (as displayed), fps, frame count and audio presence; VideoReadError if not decodable.
+    """Read size (as displayed), fps, frame count and audio presence; MediaReadError if not decodable.
 
     Decodes the first frame of a file, which also proves the stream is decodable.
     """
     if os.path.isdir(path):
         files = list_frame_files(path)
         if not files:
-            raise VideoReadError(f"folder {path} holds no {'/'.join(e[1:] for e in FRAME_EXTENSIONS)} frames")
+            raise MediaReadError(f"folder {path} holds no {'/'.join(e[1:] for e in IMAGE_EXTENSIONS)} frames", path)
         try:
             with Image.open(files[0]) as im:
                 width, height = im.size
         except (OSError, ValueError) as exc:
-            raise VideoReadError(f"frame {files[0]} is not a readable image ({exc})") from exc
+            raise MediaReadError(f"frame {files[0]} is not a readable image ({exc})", files[0]) from exc
         return SourceInfo(path, True, width, height, FOLDER_FPS, len(files), False)
     try:
         with av.open(path) as container:
             if not container.streams.video:
-                raise VideoReadError(f"{path} has no video stream")
+                raise MediaReadError(f"{path} has no video stream", path)
             stream = container.streams.video[0]
             width, height = stream.codec_context.width, stream.codec_context.height
             if width <= 0 or height <= 0:
-                raise VideoReadError(f"{path} has a video stream without a frame size")
+                raise MediaReadError(f"{path} has a video stream without a frame size", path)
             count = stream.frames or None
             fps = _stream_fps(stream)
             if count is None and container.duration:
                 count = max(1, round(container.duration / av.time_base * fps))
             first = next(container.decode(stream), None)
             if first is None:
-                raise VideoReadError(f"{path} holds no decodable frames")
+                raise MediaReadError(f"{path} holds no decodable frames", path)
             if _quarter_turns(first) % 2:  # shown portrait/landscape the other way round
                 width, height = height, width
             return SourceInfo(path, False, width, height, fps, count, bool(container.streams.audio))
     except av.FFmpegError as exc:
-        raise VideoReadError(f"{path} is not a readable video ({exc})") from exc
+        raise MediaReadError(f"{path} is not a readable video ({exc})", path) from exc
 
 
 def _quarter_turns(frame: av.VideoFrame) -> int:
@@ -131,9 +116,27 @@ def _display_rgb(frame: av.VideoFrame) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
-def _load_image(path: str) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.array(im.convert("RGB"))  # a writable copy: torch.from_numpy warns on read-only arrays
+def read_rgb(path: str) -> np.ndarray:
+    """An image file as writable uint8 `[H, W, 3]`; MediaReadError when it cannot be decoded (also a
+    truncated file, which Pillow only notices while reading the pixels)."""
+    try:
+        with Image.open(path) as im:
+            return np.array(im.convert("RGB"))  # a writable copy: torch.from_numpy warns on read-only arrays
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise MediaReadError(f"{path} is not a readable image ({exc})", path) from exc
+
+
+def read_grey(path: str) -> np.ndarray:
+    """An image file as float32 grey 0..1 (8- and 16-bit PNGs; colour images by luminance)."""
+    try:
+        with Image.open(path) as im:
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                return np.asarray(im, dtype=np.float32) / 65535.0
+            if im.mode == "F":
+                return np.asarray(im, dtype=np.float32)
+            return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise MediaReadError(f"{path} is not a readable image ({exc})", path) from exc
 
 
 def iter_source_frames(path: str) -> Iterator[SourceFrame]:
@@ -145,34 +148,19 @@ def iter_source_frames(path: str) -> Iterator[SourceFrame]:
     """
     if os.path.isdir(path):
         for i, file in enumerate(list_frame_files(path)):
-            yield SourceFrame(i, i / FOLDER_FPS, lambda file=file: _load_image(file))
+            yield SourceFrame(i, i / FOLDER_FPS, lambda file=file: read_rgb(file))
         return
     try:
         with av.open(path) as container:
+            if not container.streams.video:
+                raise MediaReadError(f"{path} has no video stream", path)
             stream = container.streams.video[0]
             fps = _stream_fps(stream)
             for i, frame in enumerate(container.decode(stream)):
                 t = float(frame.time) if frame.time is not None else i / fps
                 yield SourceFrame(i, t, lambda frame=frame: _display_rgb(frame))
     except av.FFmpegError as exc:
-        raise VideoReadError(f"{path} could not be decoded ({exc})") from exc
-
-
-def select_frames(frames: Iterable[SourceFrame], skip: int = 0, nth: int = 1, cap: int = 0) -> Iterator[SourceFrame]:
-    """Drop the first `skip` frames, keep every `nth` after that, stop after `cap` kept (0 = no cap).
-
-    Pulls from `frames` lazily and stops pulling as soon as the cap is met.
-    """
-    if skip < 0 or nth < 1 or cap < 0:
-        raise ValueError(f"need skip >= 0, nth >= 1, cap >= 0; got {skip}, {nth}, {cap}")
-    kept = 0
-    for position, frame in enumerate(frames):
-        if position < skip or (position - skip) % nth:
-            continue
-        yield frame
-        kept += 1
-        if cap and kept >= cap:
-            return  # return before pulling (decoding) one more frame
+        raise MediaReadError(f"{path} could not be decoded ({exc})", path) from exc
 
 
 def read_audio(path: str, start: float, end: Optional[float]) -> Optional[tuple[np.ndarray, int]]:
@@ -208,221 +196,3 @@ def read_audio(path: str, start: float, end: Optional[float]) -> Optional[tuple[
         return np.ascontiguousarray(np.concatenate(chunks, axis=1), dtype=np.float32), rate
 
 
-# --- writing ---------------------------------------------------------------------------------------
-
-
-def to_uint8_frames(frames: np.ndarray) -> np.ndarray:
-    """Float `[F, H, W, C]` in 0..1 (C = 1, 3 or 4; alpha dropped) to uint8 RGB `[F, H, W, 3]`."""
-    if frames.ndim != 4 or frames.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"expected frames [F, H, W, 1|3|4], got shape {tuple(frames.shape)}")
-    rgb = frames[..., :3] if frames.shape[-1] != 1 else np.repeat(frames, 3, axis=-1)
-    return (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-def _pad_even(frame: np.ndarray) -> np.ndarray:
-    # yuv420p subsamples chroma 2x2: odd sides are padded by repeating the last row/column.
-    h, w = frame.shape[:2]
-    if h % 2 == 0 and w % 2 == 0:
-        return frame
-    return np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-
-
-def _rate(fps: float) -> Fraction:
-    return Fraction(round(fps * 1000), 1000)
-
-
-def _add_audio_stream(container, waveform: np.ndarray, sample_rate: int):
-    """Add an AAC stream and return (stream, waveform, rate), resampling rates AAC cannot carry."""
-    codec = av.Codec("aac", "w")
-    channels = waveform.shape[0]
-    layout = {1: "mono", 2: "stereo"}.get(channels)
-    if layout is None:  # fold anything else to stereo rather than guess a surround layout
-        waveform = np.stack([waveform.mean(axis=0)] * 2)
-        layout = "stereo"
-    rates = codec.audio_rates or ()
-    if rates and sample_rate not in rates:
-        waveform = _resample(waveform, layout, sample_rate, 48000)
-        sample_rate = 48000
-    return container.add_stream("aac", rate=sample_rate, layout=layout), waveform, sample_rate
-
-
-def _resample(waveform: np.ndarray, layout: str, src: int, dst: int) -> np.ndarray:
-    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(waveform, np.float32), format="fltp", layout=layout)
-    frame.sample_rate = src
-    resampler = av.AudioResampler(format="fltp", layout=layout, rate=dst)
-    parts = [f.to_ndarray() for f in resampler.resample(frame)] + [f.to_ndarray() for f in resampler.resample(None)]
-    return np.concatenate(parts, axis=1) if parts else np.zeros((waveform.shape[0], 0), np.float32)
-
-
-def _encode_frames(container, stream, frames: Iterable[av.VideoFrame]) -> None:
-    for i, frame in enumerate(frames):
-        frame.pts = i
-        container.mux(stream.encode(frame))
-    container.mux(stream.encode(None))
-
-
-def write_mp4(path: str, frames: np.ndarray, fps: float, crf: int = 19,
-              audio: Optional[tuple[np.ndarray, int]] = None, tags: Optional[dict[str, str]] = None) -> None:
-    """H.264 yuv420p mp4 (odd sides padded to even) with optional AAC audio and string metadata tags.
-
-    Audio longer than the video is cut to the video's duration.
-    """
-    # use_metadata_tags lets the mp4 muxer keep arbitrary keys ("prompt", "workflow"), not only iTunes ones
-    with av.open(path, mode="w", format="mp4", options={"movflags": "use_metadata_tags"}) as container:
-        container.metadata.update(tags or {})
-        rate = _rate(fps)
-        height, width = _pad_even(frames[0]).shape[:2]
-        stream = container.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": str(int(crf))}
-        audio_stream = None
-        if audio is not None and audio[0].size:
-            waveform, sample_rate = audio
-            audio_stream, waveform, sample_rate = _add_audio_stream(container, waveform, sample_rate)
-        _encode_frames(container, stream,
-                       (av.VideoFrame.from_ndarray(_pad_even(f), format="rgb24") for f in frames))
-        if audio_stream is not None:
-            keep = int(round(len(frames) / float(rate) * sample_rate))
-            clip = np.ascontiguousarray(waveform[:, :keep], np.float32)
-            frame = av.AudioFrame.from_ndarray(clip, format="fltp", layout=audio_stream.layout.name)
-            frame.sample_rate, frame.pts = sample_rate, 0
-            container.mux(audio_stream.encode(frame))  # PyAV re-chunks to the codec's frame size
-            container.mux(audio_stream.encode(None))
-
-
-def _palette_frame(frame: np.ndarray) -> av.VideoFrame:
-    # An adaptive 256-colour palette per frame; ffmpeg's gif encoder writes it as the local palette.
-    quantized = Image.fromarray(frame).quantize(256, method=Image.Quantize.MEDIANCUT)
-    palette = np.zeros((256, 4), np.uint8)
-    rgb = np.asarray(quantized.getpalette()[:768], np.uint8).reshape(-1, 3)
-    palette[:len(rgb), 1:] = rgb
-    palette[:, 0] = 255  # PyAV wants ARGB
-    return av.VideoFrame.from_ndarray((np.asarray(quantized), palette), format="pal8")
-
-
-def write_gif(path: str, frames: np.ndarray, fps: float, comment: Optional[str] = None) -> None:
-    """Looping gif, one image per frame (delays are whole centiseconds, as gif allows), optional comment."""
-    with av.open(path, mode="w", format="gif", options={"loop": "0"}) as container:
-        stream = container.add_stream("gif", rate=_rate(fps))
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "pal8"
-        _encode_frames(container, stream, (_palette_frame(f) for f in frames))
-    if comment:
-        _gif_add_comment(path, comment)
-
-
-def _gif_add_comment(path: str, text: str) -> None:
-    """Insert a GIF89a comment extension after the logical screen descriptor (and global palette)."""
-    with open(path, "rb") as fh:
-        data = fh.read()
-    flags = data[10]
-    at = 13 + (3 * 2 ** ((flags & 7) + 1) if flags & 0x80 else 0)
-    payload = text.encode("utf-8")
-    blocks = b"".join(bytes([len(payload[i:i + 255])]) + payload[i:i + 255] for i in range(0, len(payload), 255))
-    with open(path, "wb") as fh:
-        fh.write(data[:at] + b"\x21\xfe" + blocks + b"\x00" + data[at:])
-
-
-def write_webp(path: str, frames: np.ndarray, fps: float, tags: Optional[dict[str, str]] = None) -> None:
-    """Looping lossy animated webp, one animation frame per input frame, tags stored as EXIF."""
-    with av.open(path, mode="w", format="webp", options={"loop": "0"}) as container:
-        stream = container.add_stream("libwebp", rate=_rate(fps))
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        stream.options = {"quality": str(WEBP_QUALITY)}
-        _encode_frames(container, stream, (av.VideoFrame.from_ndarray(f, format="rgb24") for f in frames))
-    if tags:
-        _webp_add_exif(path, webp_exif(tags))
-
-
-def webp_exif(tags: dict[str, str]) -> bytes:
-    """ComfyUI's webp convention: "prompt:<json>" in EXIF Model, other keys "<key>:<json>" from Make down."""
-    exif = Image.Exif()
-    tag = 0x010F
-    for key, value in tags.items():
-        if key == "prompt":
-            exif[0x0110] = f"prompt:{value}"
-        elif key != "comment":
-            exif[tag] = f"{key}:{value}"
-            tag -= 1
-    raw = exif.tobytes()
-    return raw[6:] if raw.startswith(b"Exif\x00\x00") else raw
-
-
-def _webp_add_exif(path: str, exif: bytes) -> None:
-    """Append an EXIF chunk to an extended (VP8X) webp and set the VP8X EXIF flag."""
-    with open(path, "rb") as fh:
-        data = bytearray(fh.read())
-    if data[:4] != b"RIFF" or data[8:12] != b"WEBP" or data[12:16] != b"VP8X":
-        raise ValueError(f"{path} is not an extended webp")
-    data[20] |= 0x08  # VP8X flags byte: EXIF present
-    data += b"EXIF" + struct.pack("<I", len(exif)) + exif + (b"\x00" if len(exif) % 2 else b"")
-    data[4:8] = struct.pack("<I", len(data) - 8)
-    with open(path, "wb") as fh:
-        fh.write(data)
-
-
-def write_png_frames(folder: str, frames: np.ndarray, tags: Optional[dict[str, str]] = None) -> list[str]:
-    """Write frame_00000.png, ... into `folder` (created), each with `tags` as PNG text chunks."""
-    os.makedirs(folder, exist_ok=True)
-    info = PngInfo()
-    for key, value in (tags or {}).items():
-        info.add_text(key, value)
-    names = []
-    for i, frame in enumerate(frames):
-        name = f"frame_{i:05d}.png"
-        Image.fromarray(frame).save(os.path.join(folder, name), format="PNG", pnginfo=info, compress_level=4)
-        names.append(name)
-    return names
-
-
-# --- never overwrite, never leave a partial file ---------------------------------------------------
-
-
-def save_new(directory: str, name_for: Callable[[int], str], counter: int,
-             write: Callable[[str], None], is_folder: bool = False) -> str:
-    """Write through `write(temp_path)` in `directory`, then move it to the first free `name_for(n)`.
-
-    n starts at `counter`. Files are claimed with a hard link (fails if the name exists) so an existing
-    output is never replaced; the temporary file or folder is removed whatever happens.
-    """
-    temp = os.path.join(directory, f".videograin-{uuid.uuid4().hex}.part")
-    try:
-        write(temp)
-        while True:
-            final = os.path.join(directory, name_for(counter))
-            if not os.path.lexists(final):
-                try:
-                    _claim(temp, final, is_folder)
-                    return final
-                except FileExistsError:
-                    pass
-            counter += 1
-    finally:
-        _remove(temp)
-
-
-def _claim(temp: str, final: str, is_folder: bool) -> None:
-    if is_folder:
-        os.mkdir(final)  # fails if the name was taken meanwhile; the rename then replaces this empty folder
-        try:
-            os.rename(temp, final)
-        except OSError:
-            os.rmdir(final)
-            raise
-        return
-    try:
-        os.link(temp, final)
-    except FileExistsError:
-        raise
-    except OSError:  # file systems without hard links
-        if os.path.lexists(final):
-            raise FileExistsError(final)
-        os.rename(temp, final)
-
-
-def _remove(path: str) -> None:
-    if os.path.isdir(path) and not os.path.islink(path):
-        for name in os.listdir(path):
-            os.remove(os.path.join(path, name))
-        os.rmdir(path)
-    elif os.path.lexists(path):
-        os.remove(path)

@@ -1,211 +1,26 @@
-"""Video and frame-folder decoding and encoding with PyAV and Pillow (no ComfyUI imports).
+"""Encoding frames to mp4 (H.264 + AAC), animated webp, gif or PNG frames, and never overwriting.
 
-Decoding is streamed: `iter_source_frames` yields lazily decoded frames and `select_frames` pulls only
-as many as skip/nth/cap need, so capping a long file stops decoding early. Encoding writes mp4 (H.264
-with AAC audio), animated webp, gif or a folder of PNG frames, and keeps one output frame per input
-frame (Pillow's gif and libwebp's animation encoder merge identical frames, so neither is used).
+One output frame per input frame (Pillow's gif and libwebp's animation encoder merge identical
+frames, so neither is used). Encodes are deterministic: x264 runs single-threaded, so the same frames
+give the same bytes on every run (threaded x264 picks different decisions run to run). `save_new`
+writes through a temporary name and claims the final name with a hard link, so an existing file is
+never replaced and a failed write leaves nothing behind.
 """
 from __future__ import annotations
 
 import os
-import re
 import struct
 import uuid
-from dataclasses import dataclass
 from fractions import Fraction
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Callable, Iterable, Optional
 
 import av
 import numpy as np
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".webm", ".mkv", ".gif")
-FRAME_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
-FOLDER_FPS = 8.0  # a frame folder carries no rate; VideoGrain's clips are 8 fps
 ENCODE_FORMATS = ("mp4", "webp", "gif")
 WEBP_QUALITY = 90
-
-
-class VideoReadError(Exception):
-    """The file or folder exists but holds no decodable video."""
-
-
-# --- reading ---------------------------------------------------------------------------------------
-
-
-def natural_key(name: str) -> tuple:
-    """Sort key that orders "frame2" before "frame10"."""
-    return tuple(int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name))
-
-
-def list_frame_files(folder: str) -> list[str]:
-    """Image files (png/jpg/jpeg/webp) directly inside `folder`, naturally sorted, as full paths."""
-    names = [n for n in os.listdir(folder)
-             if n.lower().endswith(FRAME_EXTENSIONS) and not n.startswith(".")
-             and os.path.isfile(os.path.join(folder, n))]
-    return [os.path.join(folder, n) for n in sorted(names, key=natural_key)]
-
-
-@dataclass(frozen=True)
-class SourceInfo:
-    """What a video file or frame folder holds, read from headers (frame_count may be an estimate)."""
-
-    path: str
-    is_folder: bool
-    width: int
-    height: int
-    fps: float
-    frame_count: Optional[int]
-    has_audio: bool
-
-
-@dataclass
-class SourceFrame:
-    """One source frame: its index, presentation time in seconds, and a lazy RGB loader."""
-
-    index: int
-    time: float
-    _load: Callable[[], np.ndarray]
-
-    def rgb(self) -> np.ndarray:
-        """The frame as uint8 `[H, W, 3]`."""
-        return self._load()
-
-
-def _stream_fps(stream) -> float:
-    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
-        if rate:
-            return float(rate)
-    return FOLDER_FPS
-
-
-def probe(path: str) -> SourceInfo:
-    """Read size (as displayed), fps, frame count and audio presence; VideoReadError if not decodable.
-
-    Decodes the first frame of a file, which also proves the stream is decodable.
-    """
-    if os.path.isdir(path):
-        files = list_frame_files(path)
-        if not files:
-            raise VideoReadError(f"folder {path} holds no {'/'.join(e[1:] for e in FRAME_EXTENSIONS)} frames")
-        try:
-            with Image.open(files[0]) as im:
-                width, height = im.size
-        except (OSError, ValueError) as exc:
-            raise VideoReadError(f"frame {files[0]} is not a readable image ({exc})") from exc
-        return SourceInfo(path, True, width, height, FOLDER_FPS, len(files), False)
-    try:
-        with av.open(path) as container:
-            if not container.streams.video:
-                raise VideoReadError(f"{path} has no video stream")
-            stream = container.streams.video[0]
-            width, height = stream.codec_context.width, stream.codec_context.height
-            if width <= 0 or height <= 0:
-                raise VideoReadError(f"{path} has a video stream without a frame size")
-            count = stream.frames or None
-            fps = _stream_fps(stream)
-            if count is None and container.duration:
-                count = max(1, round(container.duration / av.time_base * fps))
-            first = next(container.decode(stream), None)
-            if first is None:
-                raise VideoReadError(f"{path} holds no decodable frames")
-            if _quarter_turns(first) % 2:  # shown portrait/landscape the other way round
-                width, height = height, width
-            return SourceInfo(path, False, width, height, fps, count, bool(container.streams.audio))
-    except av.FFmpegError as exc:
-        raise VideoReadError(f"{path} is not a readable video ({exc})") from exc
-
-
-def _quarter_turns(frame: av.VideoFrame) -> int:
-    """Counter-clockwise quarter turns the display matrix asks for (phone videos), 0..3."""
-    try:
-        return round((frame.rotation or 0) / 90) % 4
-    except (AttributeError, ValueError):
-        return 0
-
-
-def _display_rgb(frame: av.VideoFrame) -> np.ndarray:
-    rgb = frame.to_ndarray(format="rgb24")
-    turns = _quarter_turns(frame)
-    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
-
-
-def _load_image(path: str) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.array(im.convert("RGB"))  # a writable copy: torch.from_numpy warns on read-only arrays
-
-
-def iter_source_frames(path: str) -> Iterator[SourceFrame]:
-    """Yield every frame of a video file or frame folder in order, decoding one at a time.
-
-    Nothing is converted to RGB until `SourceFrame.rgb()` is called, so frames that are skipped cost
-    only their decode. Frames come upright (a display-matrix rotation is applied). Closing the
-    generator closes the file.
-    """
-    if os.path.isdir(path):
-        for i, file in enumerate(list_frame_files(path)):
-            yield SourceFrame(i, i / FOLDER_FPS, lambda file=file: _load_image(file))
-        return
-    try:
-        with av.open(path) as container:
-            stream = container.streams.video[0]
-            fps = _stream_fps(stream)
-            for i, frame in enumerate(container.decode(stream)):
-                t = float(frame.time) if frame.time is not None else i / fps
-                yield SourceFrame(i, t, lambda frame=frame: _display_rgb(frame))
-    except av.FFmpegError as exc:
-        raise VideoReadError(f"{path} could not be decoded ({exc})") from exc
-
-
-def select_frames(frames: Iterable[SourceFrame], skip: int = 0, nth: int = 1, cap: int = 0) -> Iterator[SourceFrame]:
-    """Drop the first `skip` frames, keep every `nth` after that, stop after `cap` kept (0 = no cap).
-
-    Pulls from `frames` lazily and stops pulling as soon as the cap is met.
-    """
-    if skip < 0 or nth < 1 or cap < 0:
-        raise ValueError(f"need skip >= 0, nth >= 1, cap >= 0; got {skip}, {nth}, {cap}")
-    kept = 0
-    for position, frame in enumerate(frames):
-        if position < skip or (position - skip) % nth:
-            continue
-        yield frame
-        kept += 1
-        if cap and kept >= cap:
-            return  # return before pulling (decoding) one more frame
-
-
-def read_audio(path: str, start: float, end: Optional[float]) -> Optional[tuple[np.ndarray, int]]:
-    """Decode the first audio stream between `start` and `end` seconds (None = to the end).
-
-    Returns float32 `[channels, samples]` and the sample rate, or None when the file has no audio.
-    """
-    if os.path.isdir(path):
-        return None
-    with av.open(path) as container:
-        if not container.streams.audio:
-            return None
-        stream = container.streams.audio[0]
-        rate = stream.codec_context.sample_rate
-        chunks: list[np.ndarray] = []
-        resampler = None
-        for frame in container.decode(stream):
-            if resampler is None:  # planar float keeps [channels, samples] whatever the source format
-                resampler = av.AudioResampler(format="fltp", layout=frame.layout, rate=rate)
-            t0 = float(frame.time) if frame.time is not None else 0.0
-            if end is not None and t0 >= end:
-                break
-            for out in resampler.resample(frame):
-                data = out.to_ndarray()
-                first = max(0, round((start - t0) * rate))
-                last = data.shape[1] if end is None else min(data.shape[1], round((end - t0) * rate))
-                if last > first:
-                    chunks.append(data[:, first:last])
-                t0 += out.samples / rate
-        channels = stream.codec_context.channels or 1
-        if not chunks:
-            return np.zeros((channels, 0), np.float32), rate
-        return np.ascontiguousarray(np.concatenate(chunks, axis=1), dtype=np.float32), rate
 
 
 # --- writing ---------------------------------------------------------------------------------------
@@ -275,6 +90,7 @@ def write_mp4(path: str, frames: np.ndarray, fps: float, crf: int = 19,
         stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"crf": str(int(crf))}
+        stream.codec_context.thread_count = 1  # threaded x264 gives different bytes run to run
         audio_stream = None
         if audio is not None and audio[0].size:
             waveform, sample_rate = audio

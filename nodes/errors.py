@@ -10,6 +10,9 @@ import torch
 class VideoGrainInputError(ValueError):
     """A bad input to a VideoGrain node, worded for the person who wired the graph."""
 
+    # ComfyUI shows an error's type as "<module>.<name>"; the pack's module path is a file-system path.
+    __module__ = "videograin"
+
     def __init__(self, node: str, input_name: str, problem: str, fix: str):
         self.node, self.input_name, self.problem, self.fix = node, input_name, problem, fix
         super().__init__(f"{node} input '{input_name}': {problem}. Fix: {fix}")
@@ -17,6 +20,8 @@ class VideoGrainInputError(ValueError):
 
 class VideoGrainOutOfMemory(torch.OutOfMemoryError):
     """Out of memory, reworded for the user; still an OutOfMemoryError, so ComfyUI frees its models."""
+
+    __module__ = "videograin"
 
 
 @contextmanager

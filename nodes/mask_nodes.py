@@ -4,42 +4,29 @@
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
 
 from ..masks.geometry import SIZE_MODES
-from ..masks.load import FrameSelection, MaskLoadError, load_region_masks
+from ..masks.load import MaskLoadError, load_region_masks
 from ..masks.preview import label_image, overlay
+from ..media.selection import FrameSelection, SelectionError
 from .errors import VideoGrainInputError
+from .utils import PathNotAllowed, fingerprint, resolve_free_path
 
 MASKS_TYPE = "VIDEOGRAIN_MASKS"
+LOAD_MASKS = "VideoGrainLoadMasks"
 
 
 def resolve_masks_path(masks_path: str) -> Path:
-    """An absolute path as given; a relative one inside ComfyUI's input folder."""
-    import folder_paths  # imported here: pytest imports the pack's __init__ without a host on sys.path
-
-    cleaned = masks_path.strip().strip('"').strip("'")
-    path = Path(cleaned).expanduser()
-    return path if path.is_absolute() else Path(folder_paths.get_input_directory()) / path
-
-
-def _fingerprint(path: Path) -> str:
-    """Names, sizes and modification times of everything the masks come from (two levels deep)."""
-    digest = hashlib.sha256()
-    if not path.exists():
-        return "missing"
-    entries = [path] if path.is_file() else sorted(
-        p for d in [path, *[c for c in path.iterdir() if c.is_dir()]] for p in d.iterdir() if p.is_file())
-    if path.is_file():
-        colours = path.with_name(path.stem + ".colors.txt")
-        entries += [colours] if colours.is_file() else []
-    for p in entries:
-        st = p.stat()
-        digest.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
+    """An absolute path as given; a relative one inside ComfyUI's input folder (confined on shared servers)."""
+    try:
+        return Path(resolve_free_path(masks_path))
+    except PathNotAllowed as exc:
+        raise VideoGrainInputError(LOAD_MASKS, "masks_path", str(exc),
+                                   "copy the masks into ComfyUI's input folder and give the path relative to it") \
+            from exc
 
 
 def _check_masks(node: str, name: str, region_masks) -> dict[str, torch.Tensor]:
@@ -71,7 +58,8 @@ class VideoGrainLoadMasks:
                 "images": ("IMAGE", {"tooltip": "The loaded frames the masks must line up with (their size and frame count)."}),
                 "masks_path": ("STRING", {"default": "videograin_demo/masks", "tooltip":
                                "A folder of region subfolders, a folder of label frames, or a label video; relative "
-                               "to ComfyUI's input folder, or an absolute path."}),
+                               "to ComfyUI's input folder, or an absolute path (a server shared on a network "
+                               "confines it to the input, output and temp folders: VIDEOGRAIN_CONFINE_PATHS)."}),
                 "size_mode": (list(SIZE_MODES), {"default": "keep_aspect", "tooltip":
                               "The size_mode the video loader used: keep_aspect, crop or pad. Must match, or the "
                               "masks will not line up."}),
@@ -101,7 +89,10 @@ class VideoGrainLoadMasks:
         if not str(masks_path).strip():
             return str(VideoGrainInputError("VideoGrainLoadMasks", "masks_path", "it is empty",
                                             "give a mask folder or label video inside ComfyUI's input folder"))
-        path = resolve_masks_path(masks_path)
+        try:
+            path = resolve_masks_path(masks_path)
+        except VideoGrainInputError as exc:
+            return str(exc)
         if not path.exists():
             return str(VideoGrainInputError("VideoGrainLoadMasks", "masks_path", f"{path} does not exist",
                                             "give a folder or label video inside ComfyUI's input folder, "
@@ -113,7 +104,10 @@ class VideoGrainLoadMasks:
         # Re-run when the files change on disk, not only when the path string does.
         if not isinstance(masks_path, str):
             return ""  # wired from another node: its own cache key covers it
-        return _fingerprint(resolve_masks_path(masks_path))
+        try:
+            return fingerprint(str(resolve_masks_path(masks_path)))
+        except VideoGrainInputError:
+            return "refused"  # validation or the run reports it
 
     def load(self, images, masks_path, size_mode, frame_load_cap, skip_first_frames, select_every_nth, threshold,
              source_width=None, source_height=None):
@@ -127,7 +121,7 @@ class VideoGrainLoadMasks:
             selection = FrameSelection(frame_load_cap, skip_first_frames, select_every_nth)
             masks = load_region_masks(resolve_masks_path(masks_path), frames, width, height, size_mode,
                                       selection, threshold, source)
-        except MaskLoadError as err:
+        except (MaskLoadError, SelectionError) as err:
             raise VideoGrainInputError(node, err.input_name, err.problem, err.fix) from err
         masks = {name: m.to(images.device) for name, m in masks.items()}
         return (masks, ", ".join(masks), label_image(masks))

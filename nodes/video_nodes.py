@@ -1,8 +1,8 @@
 """Video in and out: VideoGrainLoadVideo and VideoGrainSaveVideo.
 
-Decoding and encoding live in `video_io` (PyAV/Pillow only); frames are sized by `masks.geometry`, the
-same rule the mask loader uses, so frames and masks line up. ComfyUI modules are imported inside the
-functions that need them, so this module (and `video_io` beside it) also imports without a host.
+Decoding, encoding and the frame-selection rule live in `media` (PyAV/Pillow only); frames are sized by
+`masks.geometry`, the same rule the mask loader uses, so frames and masks line up. Paths go through
+`nodes.utils`. ComfyUI modules are imported inside the functions that need them.
 """
 from __future__ import annotations
 
@@ -14,24 +14,33 @@ import numpy as np
 import torch
 
 from ..masks.geometry import SIZE_MODES, apply_plan, plan_frames
-from . import video_io
+from ..media import encode
+from ..media.decode import MediaReadError, iter_source_frames, probe, read_audio
+from ..media.files import is_video_file, list_frame_files, natural_key
+from ..media.selection import FrameSelection, SelectionError
 from .errors import VideoGrainInputError
+from .notify import warn
+from .utils import PathNotAllowed, fingerprint, input_dir, resolve_free_path, resolve_listed
 
 LOAD = "VideoGrainLoadVideo"
 SAVE = "VideoGrainSaveVideo"
 SKIPPED_INPUT_DIRS = {"clipspace", "3d"}  # ComfyUI's own scratch folders under input/
-READABLE = ("an mp4/mov/webm/mkv/gif file or a folder of png/jpg/webp frames")
+READABLE = "an mp4/mov/webm/mkv/gif file or a folder of png/jpg/webp frames"
+LARGE_PIXELS = 1024 * 1024  # SD1.5 was trained at 512²; past a megapixel a frame is far beyond its sizes
+RAM_SHARE = 0.5  # refuse a load whose frames alone would take more than this share of free host memory
 
 
 # --- finding the source ----------------------------------------------------------------------------
 
 
-def list_input_videos(input_dir: str) -> list[str]:
-    """Video files and frame folders in `input_dir` and one level below, as relative '/' paths."""
+def list_input_videos(root: str) -> list[str]:
+    """Video files and frame folders in `root` and one level below, as relative '/' paths; entries whose
+    real path leaves `root` (a symlink out of it) are not listed."""
     found: list[str] = []
+    real_root = os.path.realpath(root)
 
     def scan(rel: str, depth: int) -> None:
-        folder = os.path.join(input_dir, rel)
+        folder = os.path.join(root, rel)
         try:
             names = os.listdir(folder)
         except OSError:
@@ -41,30 +50,37 @@ def list_input_videos(input_dir: str) -> list[str]:
                 continue
             item = f"{rel}/{name}" if rel else name
             full = os.path.join(folder, name)
-            if os.path.isfile(full) and name.lower().endswith(video_io.VIDEO_EXTENSIONS):
+            if not os.path.realpath(full).startswith(real_root + os.sep):
+                continue
+            if is_video_file(full):
                 found.append(item)
             elif os.path.isdir(full):
-                if video_io.list_frame_files(full):
+                if list_frame_files(full):
                     found.append(item)
                 if depth == 0:
                     scan(item, 1)
 
     scan("", 0)
-    return sorted(found, key=video_io.natural_key)
-
-
-def _input_dir() -> str:
-    import folder_paths
-    return folder_paths.get_input_directory()
+    return sorted(found, key=natural_key)
 
 
 def resolve_source(video: str, path: str = "") -> tuple[str, str]:
-    """(full path, name of the input it came from): `path` when set, else `video` in the input folder."""
-    if path and path.strip():
-        full = os.path.expanduser(path.strip())
-        return (full if os.path.isabs(full) else os.path.join(_input_dir(), full)), "path"
-    import folder_paths
-    return folder_paths.get_annotated_filepath(video), "video"
+    """(full path, name of the input it came from): `path` when set, else `video` in the input folder.
+    Raises VideoGrainInputError when the value resolves where this server may not read."""
+    try:
+        if path and path.strip():
+            return resolve_free_path(path), "path"
+        if not video:
+            raise VideoGrainInputError(LOAD, "video", "no video is chosen",
+                                       "upload a video or frame folder to ComfyUI's input folder and pick it, "
+                                       "or set 'path'")
+        return resolve_listed(video), "video"
+    except PathNotAllowed as exc:
+        name = "path" if path and path.strip() else "video"
+        fix = ("pick a video from the list (files in ComfyUI's input folder)" if name == "video" else
+               "copy the video into ComfyUI's input folder and pick it in 'video', or ask whoever runs the "
+               "server to lift the confinement")
+        raise VideoGrainInputError(LOAD, name, str(exc), fix) from exc
 
 
 def _missing(input_name: str, full: str) -> VideoGrainInputError:
@@ -73,29 +89,31 @@ def _missing(input_name: str, full: str) -> VideoGrainInputError:
     return VideoGrainInputError(LOAD, input_name, f"no video file or frame folder at {full}", fix)
 
 
-def _unreadable(input_name: str, exc: Exception) -> VideoGrainInputError:
+def _unreadable(input_name: str, exc: MediaReadError, source: str) -> VideoGrainInputError:
+    if exc.path and os.path.isdir(source) and exc.path != source:
+        return VideoGrainInputError(LOAD, input_name, str(exc),
+                                    f"replace or remove the damaged frame file {os.path.basename(exc.path)} "
+                                    f"in {source}")
     return VideoGrainInputError(LOAD, input_name, str(exc), f"choose {READABLE}")
 
 
-def _signature(full: str) -> str:
-    """Changes when the file (or any frame of a folder) is replaced or edited."""
+def _check_size(out_w: int, out_h: int, frames: int) -> None:
+    """Refuse frames that would not fit in host memory; warn far beyond SD1.5's sizes."""
+    image_bytes = frames * out_w * out_h * 3 * 4  # IMAGE is float32 RGB
     try:
-        if os.path.isdir(full):
-            parts = [f"{os.path.basename(f)}:{os.stat(f).st_mtime_ns}:{os.stat(f).st_size}"
-                     for f in video_io.list_frame_files(full)]
-            return "dir|" + "|".join(parts)
-        st = os.stat(full)
-        return f"file|{st.st_mtime_ns}|{st.st_size}"
-    except OSError:
-        return "missing"
-
-
-def _expected_count(total: Optional[int], cap: int, skip: int, nth: int) -> int:
-    """Frames the selection should keep, for the progress bar (the header's count may be an estimate)."""
-    if not total:
-        return max(1, cap)
-    kept = -(-max(0, total - skip) // nth)
-    return max(1, min(kept, cap) if cap else kept)
+        import psutil
+        free = psutil.virtual_memory().available
+    except ImportError:
+        free = None
+    need = f"{image_bytes / 2 ** 30:.1f} GiB for {frames} frames of {out_w}x{out_h} as IMAGE"
+    if free is not None and image_bytes > RAM_SHARE * free:
+        raise VideoGrainInputError(LOAD, "width", f"the frames would take {need}, more than half of the "
+                                   f"{free / 2 ** 30:.1f} GiB of free memory",
+                                   "lower width/height (SD1.5 works at 512 to 768) or frame_load_cap")
+    if out_w * out_h > LARGE_PIXELS:
+        latent = frames * 4 * (out_w // 8) * (out_h // 8) * 4
+        warn(LOAD, f"{out_w}x{out_h} frames are far beyond SD1.5's 512x512: {need}, {latent / 2 ** 20:.0f} MiB "
+                   "of latents, and attention memory grows with frames x pixels; 512 to 768 px is usual")
 
 
 # --- loading ----------------------------------------------------------------------------------------
@@ -122,7 +140,7 @@ class VideoGrainLoadVideo:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "video": (list_input_videos(_input_dir()), {
+                "video": (list_input_videos(input_dir()) or [""], {
                     "video_upload": True,
                     "tooltip": "A video file or frame folder in ComfyUI's input folder (or one level below). "
                                "Upload adds a file there."}),
@@ -145,7 +163,8 @@ class VideoGrainLoadVideo:
             "optional": {
                 "path": ("STRING", {"default": "", "tooltip":
                          "A path to a video file or frame folder anywhere (relative paths start in the input "
-                         "folder). When set, it is used instead of 'video'."}),
+                         "folder). When set, it is used instead of 'video'. A server shared on a network confines it "
+                         "to ComfyUI's input, output and temp folders (VIDEOGRAIN_CONFINE_PATHS)."}),
             },
         }
 
@@ -153,19 +172,28 @@ class VideoGrainLoadVideo:
     def IS_CHANGED(cls, video, path="", **_):
         if video is None and not path:  # linked input: the link itself keys the cache
             return ""
-        return _signature(resolve_source(video or "", path or "")[0])
+        try:
+            return fingerprint(resolve_source(video or "", path or "")[0])
+        except VideoGrainInputError:
+            return "refused"  # validation or the run reports it
 
     @classmethod
-    def VALIDATE_INPUTS(cls, video, path=""):
-        if video is None or path is None:  # a linked input: its value is only known at run time
+    def VALIDATE_INPUTS(cls, path=""):
+        # Only `path` is validated here (ComfyUI repeats a message for every argument of this hook).
+        # `video` keeps core's check against the list, which holds only files inside the input folder;
+        # the run resolves it again with real paths (a linked value, a symlink).
+        if not path or not str(path).strip():
             return True
-        full, name = resolve_source(video, path)
+        try:
+            full, name = resolve_source("", path)
+        except VideoGrainInputError as exc:
+            return str(exc)
         if not os.path.exists(full):
             return str(_missing(name, full))
         try:
-            video_io.probe(full)
-        except video_io.VideoReadError as exc:
-            return str(_unreadable(name, exc))
+            probe(full)
+        except MediaReadError as exc:
+            return str(_unreadable(name, exc, full))
         return True
 
     def load(self, video, frame_load_cap, skip_first_frames, select_every_nth, size_mode, width, height, path=""):
@@ -176,20 +204,26 @@ class VideoGrainLoadVideo:
         if not os.path.exists(full):
             raise _missing(name, full)
         try:
-            info = video_io.probe(full)
-        except video_io.VideoReadError as exc:
-            raise _unreadable(name, exc) from exc
+            selection = FrameSelection(frame_load_cap, skip_first_frames, select_every_nth)
+        except SelectionError as exc:
+            raise VideoGrainInputError(LOAD, exc.input_name, exc.problem, exc.fix) from exc
+        try:
+            info = probe(full)
+        except MediaReadError as exc:
+            raise _unreadable(name, exc, full) from exc
         try:
             plan = plan_frames(info.width, info.height, size_mode, width, height)
         except ValueError as exc:
             raise VideoGrainInputError(LOAD, "width" if not width else "height", str(exc),
                                        "set both width and height above 0, or use size_mode keep_aspect") from exc
+        expected = max(1, selection.count(info.frame_count)) if info.frame_count else max(1, frame_load_cap)
+        _check_size(plan.out_w, plan.out_h, expected)
 
-        pbar = ProgressBar(_expected_count(info.frame_count, frame_load_cap, skip_first_frames, select_every_nth))
+        pbar = ProgressBar(expected)  # the header's count may be an estimate
         frames: list[torch.Tensor] = []
         times: list[float] = []
         seen = 0
-        source = video_io.iter_source_frames(full)
+        source = iter_source_frames(full)
 
         def counted():
             nonlocal seen
@@ -198,7 +232,7 @@ class VideoGrainLoadVideo:
                 yield item
 
         try:
-            for frame in video_io.select_frames(counted(), skip_first_frames, select_every_nth, frame_load_cap):
+            for _, frame in selection.pick(counted()):
                 throw_exception_if_processing_interrupted()
                 rgb = frame.rgb()
                 if rgb.shape[:2] != (info.height, info.width):
@@ -209,14 +243,14 @@ class VideoGrainLoadVideo:
                 frames.append(apply_plan(pixels, plan)[0])
                 times.append(frame.time)
                 pbar.update(1)
-        except video_io.VideoReadError as exc:
-            raise _unreadable(name, exc) from exc
+        except MediaReadError as exc:
+            raise _unreadable(name, exc, full) from exc
         finally:
             source.close()
 
         if not frames:
             if seen == 0:
-                raise _unreadable(name, video_io.VideoReadError(f"{full} holds no decodable frames"))
+                raise _unreadable(name, MediaReadError(f"{full} holds no decodable frames", full), full)
             raise VideoGrainInputError(
                 LOAD, "skip_first_frames", f"it skips {skip_first_frames} frames but the source has only {seen}, "
                 "so no frame is left (frame_load_cap and select_every_nth always keep the first frame after the "
@@ -227,7 +261,7 @@ class VideoGrainLoadVideo:
         audio = None
         if info.has_audio:
             # The span the kept frames cover on screen: first frame's time to one loaded-frame period past the last.
-            track = video_io.read_audio(full, times[0], times[-1] + select_every_nth / info.fps)
+            track = read_audio(full, times[0], times[-1] + select_every_nth / info.fps)
             if track is not None and track[0].shape[1] > 0:
                 audio = {"waveform": torch.from_numpy(track[0]).unsqueeze(0), "sample_rate": int(track[1])}
         return (images, len(frames), float(fps), audio, info.width, info.height)
@@ -259,6 +293,19 @@ def _audio_track(audio) -> Optional[tuple[np.ndarray, int]]:
     if waveform.ndim == 3:
         waveform = waveform[0]  # an AUDIO batch: the video gets the first item
     return waveform.detach().float().cpu().numpy(), int(audio["sample_rate"])
+
+
+PREFIX_FIX = "give a name such as videograin/edit (a folder part is optional; the name itself must not be empty)"
+
+
+def _prefix_problem(prefix: str) -> Optional[str]:
+    """Why a filename prefix cannot name a file (an empty or hidden name), or None."""
+    name = prefix.strip().replace("\\", "/").split("/")[-1]
+    if not name:
+        return f"{prefix!r} has no file name, so the video would be saved as a hidden file"
+    if name.startswith("."):
+        return f"{prefix!r} starts the file name with '.', which makes a hidden file"
+    return None
 
 
 class VideoGrainSaveVideo:
@@ -295,8 +342,20 @@ class VideoGrainSaveVideo:
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, filename_prefix):
+        if isinstance(filename_prefix, str):
+            problem = _prefix_problem(filename_prefix)
+            if problem:
+                return str(VideoGrainInputError(SAVE, "filename_prefix", problem, PREFIX_FIX))
+        return True
+
     def save(self, images, fps, filename_prefix, format, crf, audio=None, prompt=None, extra_pnginfo=None):
         import folder_paths
+
+        problem = _prefix_problem(filename_prefix)
+        if problem:
+            raise VideoGrainInputError(SAVE, "filename_prefix", problem, PREFIX_FIX)
 
         if images.ndim == 3:
             images = images.unsqueeze(0)
@@ -306,8 +365,12 @@ class VideoGrainSaveVideo:
         if format not in FORMATS:
             raise VideoGrainInputError(SAVE, "format", f"unknown format {format!r}", f"pick one of {list(FORMATS)}")
         kind = FORMATS[format]
-        frames = video_io.to_uint8_frames(images.detach().float().cpu().numpy())
+        frames = encode.to_uint8_frames(images.detach().float().cpu().numpy())
         height, width = frames.shape[1:3]
+        if kind == "mp4" and (width % 2 or height % 2):
+            warn(SAVE, f"H.264 needs even sides: the {width}x{height} frames are saved as "
+                       f"{width + width % 2}x{height + height % 2} (last column/row repeated); save png frames to "
+                       "keep the exact size")
         output_dir = folder_paths.get_output_directory()
         try:
             folder, stem, counter, subfolder, _ = folder_paths.get_save_image_path(
@@ -320,21 +383,21 @@ class VideoGrainSaveVideo:
         tags = {key: json.dumps(value) for key, value in meta.items()}
         track = _audio_track(audio)
         writers = {
-            "mp4": lambda p: video_io.write_mp4(p, frames, fps, crf, track,
+            "mp4": lambda p: encode.write_mp4(p, frames, fps, crf, track,
                                                 {"comment": MP4_COMMENT, **tags} if tags else None),
-            "webp": lambda p: video_io.write_webp(p, frames, fps, tags),
-            "gif": lambda p: video_io.write_gif(p, frames, fps, json.dumps(meta) if meta else None),
-            "png": lambda p: video_io.write_png_frames(p, frames, tags),
+            "webp": lambda p: encode.write_webp(p, frames, fps, tags),
+            "gif": lambda p: encode.write_gif(p, frames, fps, json.dumps(meta) if meta else None),
+            "png": lambda p: encode.write_png_frames(p, frames, tags),
         }
         suffix = "" if kind == "png" else f".{kind}"
-        final = video_io.save_new(folder, lambda n: f"{stem}_{n:05}_{suffix}", counter, writers[kind],
+        final = encode.save_new(folder, lambda n: f"{stem}_{n:05}_{suffix}", counter, writers[kind],
                                   is_folder=kind == "png")
 
         name = os.path.basename(final)
         if kind == "png":
             sub = f"{subfolder}/{name}" if subfolder else name
             ui = {"images": [{"filename": f, "subfolder": sub, "type": "output"}
-                             for f in video_io.list_frame_files(final) for f in [os.path.basename(f)]],
+                             for f in list_frame_files(final) for f in [os.path.basename(f)]],
                   "animated": (False,)}
         else:
             ui = {"images": [{"filename": name, "subfolder": subfolder, "type": "output"}], "animated": (True,)}

@@ -74,6 +74,7 @@ class ComfyClient:
         self.output_dir = Path(output_dir) if output_dir else None
         self.temp_dir = Path(temp_dir) if temp_dir else None
         self.client_id = uuid.uuid4().hex
+        self.warnings: list[dict] = []  # the pack's UI warnings of the last run_with_progress
 
     # --- HTTP -------------------------------------------------------------------------------------
     def _request(self, path: str, body: dict | None = None, timeout: float = 60):
@@ -165,15 +166,17 @@ class ComfyClient:
         return paths
 
     # --- websocket --------------------------------------------------------------------------------
-    def run_with_progress(self, prompt: dict, timeout: float = 300) -> tuple[dict, list[dict]]:
+    def run_with_progress(self, prompt: dict, timeout: float = 300, check: bool = True) -> tuple[dict, list[dict]]:
         """Run a prompt while listening on the websocket; returns (history entry, the `progress`
-        messages' data for this prompt, in order). Raises like run() on failure."""
+        messages' data for this prompt, in order). The pack's `videograin.warning` events of the run
+        land in `self.warnings`. Raises like run() on failure (unless `check` is False)."""
         import websocket  # websocket-client
 
         client_id = uuid.uuid4().hex
         ws_url = self.url.replace("http://", "ws://", 1) + f"/ws?clientId={client_id}"
         ws = websocket.create_connection(ws_url, timeout=timeout)
         progress: list[dict] = []
+        self.warnings = []
         try:
             prompt_id = self.queue(prompt, client_id=client_id)
             deadline = time.monotonic() + timeout
@@ -183,6 +186,9 @@ class ComfyClient:
                     continue  # binary frames are previews
                 msg = json.loads(raw)
                 data = msg.get("data", {})
+                if msg["type"] == "videograin.warning":
+                    self.warnings.append(data)
+                    continue
                 if data.get("prompt_id") != prompt_id:
                     continue
                 if msg["type"] == "progress":
@@ -194,7 +200,7 @@ class ComfyClient:
         finally:
             ws.close()
         entry = self.wait(prompt_id, timeout=30)
-        if entry.get("status", {}).get("status_str") != "success":
+        if check and entry.get("status", {}).get("status_str") != "success":
             raise ComfyRunError(entry)
         return entry, progress
 

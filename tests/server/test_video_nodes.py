@@ -234,7 +234,8 @@ def test_absolute_path_input(comfy, media):
 
 
 @pytest.mark.parametrize("case,expect", [
-    ("missing", ["VideoGrainLoadVideo input 'video'", "no video file or frame folder", "Fix:"]),
+    # A list value must be one of the listed files in the input folder: core's own check says so.
+    ("missing", ["Value not in list: video", "missing.mp4"]),
     ("junk", ["VideoGrainLoadVideo input 'video'", "not a readable video", "Fix:"]),
     ("skip", ["VideoGrainLoadVideo input 'skip_first_frames'", "only 24", "Fix: set skip_first_frames below 24"]),
     ("path", ["VideoGrainLoadVideo input 'path'", "no video file or frame folder"]),
@@ -252,6 +253,8 @@ def test_bad_inputs_are_named_errors_and_the_server_keeps_serving(comfy, media, 
     message = comfy.run_expect_error({"1": load, "2": save_node(prefix=prefix)})
     for part in expect:
         assert part in message
+    assert message.count(expect[0]) == 1, message  # one message per problem, under the right input
+    assert "comfyui-videograin" not in message  # error types read "videograin.…", not a module path
     assert not list((Path(comfy.output_dir) / "vgtest").glob(f"bad_{case}*"))  # nothing written
     # The server still runs a good prompt afterwards.
     outputs = comfy.run({"1": load_node(media["silent"], cap=2), "2": save_node(prefix=f"vgtest/after_{case}")})

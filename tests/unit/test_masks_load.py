@@ -11,8 +11,10 @@ import torch
 from PIL import Image
 
 from videograin.masks.geometry import apply_plan, plan_frames
-from videograin.masks.load import (FrameSelection, MaskLoadError, discover_colours, load_region_masks,
-                                   natural_key, plan_masks)
+from videograin.masks.layout import build_layout
+from videograin.masks.load import MaskLoadError, discover_colours, load_region_masks, plan_masks
+from videograin.media.files import natural_key
+from videograin.media.selection import FrameSelection, SelectionError
 
 
 def rect(w: int, h: int, x0: int, y0: int, x1: int, y1: int, value: int = 255) -> np.ndarray:
@@ -290,10 +292,15 @@ def test_empty_region_and_threshold_hint(tmp_path):
     assert e.input_name == "threshold" and "0.24" in e.problem
 
 
-def test_all_covering_region(tmp_path):
+def test_all_covering_region_loads_and_the_layout_warns(tmp_path, caplog):
+    # One rule for every mask source (a file, core SolidMask, a segmenter): accepted, and
+    # masks/layout.build_layout warns that the region keeps no background.
     write_region(tmp_path, "everything", [rect(64, 64, 0, 0, 64, 64)] * 2)
-    e = error(load, tmp_path, frames=2)
-    assert "covers every pixel" in e.problem and "global prompt" in e.fix
+    mask = load(tmp_path, frames=2)["everything"]
+    assert bool(mask.all())
+    with caplog.at_level("WARNING"):
+        layout = build_layout([mask], ["everything"], ["x"], ["instance"], (8, 8))
+    assert layout.num_regions == 1 and "covers every latent cell" in caplog.text
 
 
 def test_region_cut_away_by_crop(tmp_path):
@@ -329,8 +336,12 @@ def test_unreadable_mask_image(tmp_path):
 
 
 def test_bad_selection_and_threshold_values(tmp_path):
-    assert error(FrameSelection, 0, 0, 0).input_name == "select_every_nth"
-    assert error(FrameSelection, -1, 0, 1).input_name == "frame_load_cap"
+    with pytest.raises(SelectionError) as info:
+        FrameSelection(0, 0, 0)
+    assert info.value.input_name == "select_every_nth"
+    with pytest.raises(SelectionError) as info:
+        FrameSelection(-1, 0, 1)
+    assert info.value.input_name == "frame_load_cap"
     write_region(tmp_path, "a", [rect(64, 64, 0, 0, 8, 8)] * 2)
     assert error(load, tmp_path, frames=2, threshold=1.0).input_name == "threshold"
     assert error(load, tmp_path, frames=2, mode="stretch").input_name == "size_mode"

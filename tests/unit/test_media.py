@@ -1,19 +1,13 @@
-"""Video decoding and encoding (nodes/video_io.py), without a ComfyUI host.
+"""The media package (decoding, encoding, frame selection), without a ComfyUI host.
 
 Test clips are made here with PyAV directly: a moving gradient whose top-left block carries the frame
 index as brightness, so selection and order can be read back from the pixels.
-
-`video_io` imports only PyAV, NumPy and Pillow, but importing it as `videograin.nodes.video_io` runs
-`nodes/__init__.py`, which imports every node module (some import ComfyUI). It is therefore loaded from
-its file on its own, so these tests run without the host on `sys.path`.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import pathlib
-import sys
 from fractions import Fraction
 
 import av
@@ -21,11 +15,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-_PATH = pathlib.Path(__file__).resolve().parents[2] / "nodes" / "video_io.py"
-_spec = importlib.util.spec_from_file_location("videograin_video_io_under_test", _PATH)
-vio = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = vio
-_spec.loader.exec_module(vio)
+from videograin.media import decode, encode
+from videograin.media.selection import FrameSelection
+
+
+def select_frames(frames, skip=0, nth=1, cap=0):
+    """The kept frames of `frames` under the loaders' rule."""
+    return (frame for _, frame in FrameSelection(cap, skip, nth).pick(frames))
+
 
 LEVEL0, LEVEL_STEP, LEVELS = 16, 9, 26   # index i is drawn at brightness 16 + 9 (i mod 26) top left
 BLOCK = 16
@@ -95,7 +92,7 @@ def counting(frames):
 
 
 def fake_source(n):
-    return (vio.SourceFrame(i, i / 8, lambda i=i: np.full((2, 2, 3), i, np.uint8)) for i in range(n))
+    return (decode.SourceFrame(i, i / 8, lambda i=i: np.full((2, 2, 3), i, np.uint8)) for i in range(n))
 
 
 @pytest.mark.parametrize("skip,nth,cap,expected", [
@@ -110,7 +107,7 @@ def fake_source(n):
 ])
 def test_select_frames_picks_skip_nth_cap(skip, nth, cap, expected):
     source, pulled = counting(fake_source(20))
-    got = [f.index for f in vio.select_frames(source, skip, nth, cap)]
+    got = [f.index for f in select_frames(source, skip, nth, cap)]
     assert got == expected
     # Never pulls a frame beyond the last kept one when a cap ends the selection early.
     if cap and len(expected) == cap:
@@ -119,15 +116,15 @@ def test_select_frames_picks_skip_nth_cap(skip, nth, cap, expected):
 
 def test_select_frames_rejects_bad_arguments():
     with pytest.raises(ValueError):
-        list(vio.select_frames(fake_source(3), 0, 0, 0))
+        list(select_frames(fake_source(3), 0, 0, 0))
     with pytest.raises(ValueError):
-        list(vio.select_frames(fake_source(3), -1, 1, 0))
+        list(select_frames(fake_source(3), -1, 1, 0))
 
 
 def test_streamed_decode_stops_at_the_cap(tmp_path):
     path = make_clip(tmp_path / "long.mp4", frames=120, width=64, height=64)
-    source, pulled = counting(vio.iter_source_frames(path))
-    kept = list(vio.select_frames(source, skip=5, nth=3, cap=4))
+    source, pulled = counting(decode.iter_source_frames(path))
+    kept = list(select_frames(source, skip=5, nth=3, cap=4))
     source.close()
     assert [f.index for f in kept] == [5, 8, 11, 14]
     assert [index_of(f.rgb()) for f in kept] == [5, 8, 11, 14]
@@ -138,11 +135,11 @@ def test_skipped_frames_are_never_converted(tmp_path):
     path = make_clip(tmp_path / "c.mp4", frames=10, width=64, height=64)
     converted = []
     frames = []
-    for f in vio.iter_source_frames(path):
+    for f in decode.iter_source_frames(path):
         load = f._load
         f._load = lambda load=load, i=f.index: converted.append(i) or load()
         frames.append(f)
-    for f in vio.select_frames(iter(frames), skip=4, nth=2, cap=0):
+    for f in select_frames(iter(frames), skip=4, nth=2, cap=0):
         f.rgb()
     assert converted == [4, 6, 8]
 
@@ -158,10 +155,10 @@ def test_skipped_frames_are_never_converted(tmp_path):
 ])
 def test_decode_containers(tmp_path, name, codec, fmt, pix_fmt):
     path = make_clip(tmp_path / name, frames=10, width=96, height=64, fps=12, codec=codec, fmt=fmt, pix_fmt=pix_fmt)
-    info = vio.probe(path)
+    info = decode.probe(path)
     assert (info.width, info.height, info.is_folder, info.has_audio) == (96, 64, False, False)
     assert info.fps == pytest.approx(12.0)
-    frames = list(vio.iter_source_frames(path))
+    frames = list(decode.iter_source_frames(path))
     assert [index_of(f.rgb()) for f in frames] == list(range(10))
     assert frames[0].rgb().shape == (64, 96, 3) and frames[0].rgb().dtype == np.uint8
     assert [f.time for f in frames] == pytest.approx([i / 12 for i in range(10)], abs=1e-3)
@@ -182,10 +179,10 @@ def test_display_rotation_is_applied(tmp_path, degrees, corner):
             frame.pts = i
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
-    info = vio.probe(path)
+    info = decode.probe(path)
     shown = (32, 64) if degrees % 180 else (64, 32)
     assert (info.width, info.height) == shown
-    rgb = next(vio.iter_source_frames(path)).rgb()
+    rgb = next(decode.iter_source_frames(path)).rgb()
     assert rgb.shape == (shown[1], shown[0], 3)
     h, w = rgb.shape[:2]
     corners = {"top-left": rgb[:8, :8], "top-right": rgb[:8, w - 8:], "bottom-left": rgb[h - 8:, :8],
@@ -204,9 +201,9 @@ def test_decode_gif_with_odd_size(tmp_path):
             frame.pts = i
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
-    info = vio.probe(path)
+    info = decode.probe(path)
     assert (info.width, info.height) == (33, 21)
-    frames = [f.rgb() for f in vio.iter_source_frames(path)]
+    frames = [f.rgb() for f in decode.iter_source_frames(path)]
     assert len(frames) == 7
     means = [f.mean() for f in frames]
     assert means == sorted(means) and means[-1] - means[0] > 150
@@ -221,23 +218,23 @@ def test_frame_folder_natural_order(tmp_path):
         Image.fromarray(frame_pixels(i, 40, 30)).save(folder / f"f{i}.{ext}", quality=98)
     (folder / "notes.txt").write_text("not a frame")
     Image.fromarray(frame_pixels(0, 40, 30)).save(folder / ".hidden.png")
-    info = vio.probe(str(folder))
-    assert (info.is_folder, info.width, info.height, info.frame_count, info.fps) == (True, 40, 30, 6, vio.FOLDER_FPS)
-    frames = list(vio.iter_source_frames(str(folder)))
+    info = decode.probe(str(folder))
+    assert (info.is_folder, info.width, info.height, info.frame_count, info.fps) == (True, 40, 30, 6, decode.FOLDER_FPS)
+    frames = list(decode.iter_source_frames(str(folder)))
     assert [index_of(f.rgb()) for f in frames] == order
-    assert vio.read_audio(str(folder), 0, None) is None
+    assert decode.read_audio(str(folder), 0, None) is None
 
 
 def test_probe_rejects_what_is_not_video(tmp_path):
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"this is not a video" * 100)
-    with pytest.raises(vio.VideoReadError):
-        vio.probe(str(junk))
+    with pytest.raises(decode.MediaReadError):
+        decode.probe(str(junk))
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "readme.txt").write_text("x")
-    with pytest.raises(vio.VideoReadError, match="no png/jpg/jpeg/webp frames"):
-        vio.probe(str(empty))
+    with pytest.raises(decode.MediaReadError, match="no png/jpg/jpeg/webp/bmp/tif/tiff frames"):
+        decode.probe(str(empty))
     audio_only = tmp_path / "audio.m4a"
     with av.open(str(audio_only), "w", format="mp4") as out:
         s = out.add_stream("aac", rate=16000, layout="mono")
@@ -245,8 +242,8 @@ def test_probe_rejects_what_is_not_video(tmp_path):
         f.sample_rate, f.pts = 16000, 0
         out.mux(s.encode(f))
         out.mux(s.encode(None))
-    with pytest.raises(vio.VideoReadError, match="no video stream"):
-        vio.probe(str(audio_only))
+    with pytest.raises(decode.MediaReadError, match="no video stream"):
+        decode.probe(str(audio_only))
 
 
 # --- audio ------------------------------------------------------------------------------------------
@@ -256,28 +253,28 @@ def test_audio_is_trimmed_to_the_selected_span(tmp_path):
     rate, fps = 44100, 8
     wave = tone(3.0, rate, 2, silent_until=1.0)  # silent for the first 8 frames, loud after
     path = make_clip(tmp_path / "a.mp4", frames=24, width=64, height=64, fps=fps, audio=(wave, rate))
-    assert vio.probe(path).has_audio
+    assert decode.probe(path).has_audio
 
-    full, got_rate = vio.read_audio(path, 0.0, None)
+    full, got_rate = decode.read_audio(path, 0.0, None)
     assert got_rate == rate and full.shape[0] == 2 and full.dtype == np.float32
     assert full.shape[1] / rate == pytest.approx(3.0, abs=0.05)
 
     # Frames 8..15 (skip 8, cap 8): one second starting where the tone starts.
-    kept = list(vio.select_frames(vio.iter_source_frames(path), skip=8, nth=1, cap=8))
+    kept = list(select_frames(decode.iter_source_frames(path), skip=8, nth=1, cap=8))
     start, end = kept[0].time, kept[-1].time + 1 / fps
-    part, _ = vio.read_audio(path, start, end)
+    part, _ = decode.read_audio(path, start, end)
     assert part.shape[1] == pytest.approx(rate * 1.0, abs=2)
     assert np.sqrt((part[:, 200:] ** 2).mean()) > 0.25  # loud throughout (a 0.5 sine has rms 0.35)
 
-    quiet, _ = vio.read_audio(path, 0.0, 0.9)
+    quiet, _ = decode.read_audio(path, 0.0, 0.9)
     assert quiet.shape[1] == pytest.approx(rate * 0.9, abs=2)
     assert np.abs(quiet[:, : rate // 2]).max() < 0.05
 
 
 def test_read_audio_of_silent_clip_is_none(tmp_path):
     path = make_clip(tmp_path / "v.mp4", frames=4, width=64, height=64)
-    assert vio.read_audio(path, 0, None) is None
-    assert not vio.probe(path).has_audio
+    assert decode.read_audio(path, 0, None) is None
+    assert not decode.probe(path).has_audio
 
 
 # --- writing ----------------------------------------------------------------------------------------
@@ -292,13 +289,13 @@ def test_to_uint8_frames():
     f[..., 0] = 1.2
     f[..., 1] = 0.5
     f[..., 3] = 0.7  # alpha is dropped
-    out = vio.to_uint8_frames(f)
+    out = encode.to_uint8_frames(f)
     assert out.shape == (2, 3, 4, 3) and out.dtype == np.uint8
     assert out[0, 0, 0].tolist() == [255, 128, 0]
-    gray = vio.to_uint8_frames(np.full((1, 2, 2, 1), 0.25, np.float32))
+    gray = encode.to_uint8_frames(np.full((1, 2, 2, 1), 0.25, np.float32))
     assert gray[0, 0, 0].tolist() == [64, 64, 64]
     with pytest.raises(ValueError):
-        vio.to_uint8_frames(np.zeros((2, 3, 4), np.float32))
+        encode.to_uint8_frames(np.zeros((2, 3, 4), np.float32))
 
 
 def test_write_mp4_round_trip_odd_size_audio_and_tags(tmp_path):
@@ -307,17 +304,17 @@ def test_write_mp4_round_trip_odd_size_audio_and_tags(tmp_path):
     wave = tone(2.0, rate, 1)  # longer than the 10/12 s of video: cut to the video
     path = str(tmp_path / "out.mp4")
     tags = {"comment": "hello", "prompt": json.dumps({"1": {"class_type": "X"}}), "workflow": json.dumps({"n": 1})}
-    vio.write_mp4(path, frames, 12.0, 19, (wave, rate), tags)
+    encode.write_mp4(path, frames, 12.0, 19, (wave, rate), tags)
 
-    info = vio.probe(path)
+    info = decode.probe(path)
     assert (info.width, info.height) == (64, 46)  # padded to even for yuv420p
     assert info.fps == pytest.approx(12.0) and info.has_audio
-    decoded = [f.rgb() for f in vio.iter_source_frames(path)]
+    decoded = [f.rgb() for f in decode.iter_source_frames(path)]
     assert len(decoded) == 10
     assert [index_of(d) for d in decoded] == list(range(10))
     # The padding repeats the last column/row instead of adding a black edge.
     assert np.abs(decoded[3][:, 63].astype(int) - decoded[3][:, 62].astype(int)).mean() < 6
-    audio, got_rate = vio.read_audio(path, 0, None)
+    audio, got_rate = decode.read_audio(path, 0, None)
     assert got_rate == rate and audio.shape[0] == 1
     assert audio.shape[1] / rate == pytest.approx(10 / 12, abs=0.06)
     with av.open(path) as c:
@@ -329,16 +326,16 @@ def test_write_mp4_round_trip_odd_size_audio_and_tags(tmp_path):
 
 def test_write_mp4_resamples_audio_rates_aac_cannot_carry(tmp_path):
     path = str(tmp_path / "r.mp4")
-    vio.write_mp4(path, clip_frames(8, 64, 64), 8.0, 23, (tone(1.0, 12345, 2), 12345))
-    audio, rate = vio.read_audio(path, 0, None)
+    encode.write_mp4(path, clip_frames(8, 64, 64), 8.0, 23, (tone(1.0, 12345, 2), 12345))
+    audio, rate = decode.read_audio(path, 0, None)
     assert rate == 48000 and audio.shape[0] == 2
     assert audio.shape[1] / rate == pytest.approx(1.0, abs=0.05)
 
 
 def test_write_mp4_folds_many_channels_to_stereo(tmp_path):
     path = str(tmp_path / "c.mp4")
-    vio.write_mp4(path, clip_frames(8, 64, 64), 8.0, 23, (tone(1.0, 48000, 6), 48000))
-    audio, rate = vio.read_audio(path, 0, None)
+    encode.write_mp4(path, clip_frames(8, 64, 64), 8.0, 23, (tone(1.0, 48000, 6), 48000))
+    audio, rate = decode.read_audio(path, 0, None)
     assert audio.shape[0] == 2 and rate == 48000
 
 
@@ -347,13 +344,13 @@ def test_write_gif_keeps_identical_frames_and_comment(tmp_path):
     frames[2] = frames[1]
     frames[3] = frames[1]  # three identical frames in a row: Pillow would merge them
     path = str(tmp_path / "o.gif")
-    vio.write_gif(path, frames, 10.0, json.dumps({"prompt": {"a": 1}}))
-    decoded = [f.rgb() for f in vio.iter_source_frames(path)]
+    encode.write_gif(path, frames, 10.0, json.dumps({"prompt": {"a": 1}}))
+    decoded = [f.rgb() for f in decode.iter_source_frames(path)]
     assert len(decoded) == 6
     assert decoded[0].shape == (21, 33, 3)
     assert [index_of(d) for d in decoded] == [0, 1, 1, 1, 4, 5]
     assert np.abs(decoded[5].astype(int) - frames[5].astype(int)).mean() < 6  # adaptive palette, close colours
-    assert vio.probe(path).fps == pytest.approx(10.0)
+    assert decode.probe(path).fps == pytest.approx(10.0)
     with Image.open(path) as im:
         assert json.loads(im.info["comment"]) == {"prompt": {"a": 1}}
         assert im.info["loop"] == 0
@@ -363,7 +360,7 @@ def test_write_webp_keeps_identical_frames_and_exif(tmp_path):
     frames = clip_frames(5, 41, 31)
     frames[1] = frames[0]
     path = str(tmp_path / "o.webp")
-    vio.write_webp(path, frames, 8.0, {"prompt": '{"p": 1}', "workflow": '{"w": 2}'})
+    encode.write_webp(path, frames, 8.0, {"prompt": '{"p": 1}', "workflow": '{"w": 2}'})
     with Image.open(path) as im:
         assert im.n_frames == 5 and im.size == (41, 31)
         assert im.info["loop"] == 0
@@ -380,13 +377,13 @@ def test_write_webp_keeps_identical_frames_and_exif(tmp_path):
 def test_write_png_frames_with_text_chunks(tmp_path):
     frames = clip_frames(3, 17, 9)
     folder = str(tmp_path / "pngs")
-    names = vio.write_png_frames(folder, frames, {"prompt": '{"p": 1}', "workflow": '{"w": 2}'})
+    names = encode.write_png_frames(folder, frames, {"prompt": '{"p": 1}', "workflow": '{"w": 2}'})
     assert names == ["frame_00000.png", "frame_00001.png", "frame_00002.png"]
     for i, name in enumerate(names):
         with Image.open(os.path.join(folder, name)) as im:
             assert im.text == {"prompt": '{"p": 1}', "workflow": '{"w": 2}'}
             assert np.array_equal(np.asarray(im), frames[i])  # lossless
-    assert len(list(vio.iter_source_frames(folder))) == 3  # and the folder loads back as a clip
+    assert len(list(decode.iter_source_frames(folder))) == 3  # and the folder loads back as a clip
 
 
 # --- never overwrite, never leave partial files -----------------------------------------------------
@@ -399,7 +396,7 @@ def test_save_new_never_overwrites(tmp_path):
     def write(p):
         pathlib.Path(p).write_bytes(b"new")
 
-    final = vio.save_new(str(tmp_path), lambda n: f"edit_{n:05}_.mp4", 1, write)
+    final = encode.save_new(str(tmp_path), lambda n: f"edit_{n:05}_.mp4", 1, write)
     assert os.path.basename(final) == "edit_00003_.mp4"
     assert (tmp_path / "edit_00001_.mp4").read_bytes() == b"first"
     assert (tmp_path / "edit_00002_.mp4").read_bytes() == b"second"
@@ -410,8 +407,8 @@ def test_save_new_never_overwrites(tmp_path):
 def test_save_new_folder_never_overwrites(tmp_path):
     (tmp_path / "f_00001_").mkdir()
     (tmp_path / "f_00001_" / "keep.png").write_bytes(b"k")
-    final = vio.save_new(str(tmp_path), lambda n: f"f_{n:05}_", 1,
-                         lambda p: vio.write_png_frames(p, clip_frames(2, 8, 8)), is_folder=True)
+    final = encode.save_new(str(tmp_path), lambda n: f"f_{n:05}_", 1,
+                         lambda p: encode.write_png_frames(p, clip_frames(2, 8, 8)), is_folder=True)
     assert os.path.basename(final) == "f_00002_"
     assert sorted(os.listdir(final)) == ["frame_00000.png", "frame_00001.png"]
     assert os.listdir(tmp_path / "f_00001_") == ["keep.png"]
@@ -433,14 +430,14 @@ def test_save_new_removes_the_partial_output_on_failure(tmp_path, is_folder):
 
     def write(p):
         if is_folder:
-            vio.write_png_frames(p, frames[:2])
+            encode.write_png_frames(p, frames[:2])
             partial_existed.append(os.path.exists(p))
             raise RuntimeError("simulated failure mid-encode")
         # A real encode that dies half way: the frames run out with an error after some were muxed.
-        vio.write_mp4(p, _Frames(frames_then_fail(p), frames[0], len(frames)), 8.0)
+        encode.write_mp4(p, _Frames(frames_then_fail(p), frames[0], len(frames)), 8.0)
 
     with pytest.raises(RuntimeError, match="simulated"):
-        vio.save_new(str(tmp_path), lambda n: f"x_{n:05}_" + ("" if is_folder else ".mp4"), 1, write, is_folder)
+        encode.save_new(str(tmp_path), lambda n: f"x_{n:05}_" + ("" if is_folder else ".mp4"), 1, write, is_folder)
     assert partial_existed == [True]
     assert os.listdir(tmp_path) == ["other.txt"]
 
