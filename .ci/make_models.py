@@ -17,7 +17,7 @@ few sampling steps plus a VAE decode must stay finite.
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import os
 import sys
 import time
@@ -64,13 +64,10 @@ def import_comfy(comfy_dir: Path) -> None:
 
 
 def load_tiny_module():
-    """Import .ci/tiny_sd15 by path (it registers TinySD15 with ComfyUI's detection list)."""
-    path = PACK_DIR / ".ci" / "tiny_sd15" / "__init__.py"
-    spec = importlib.util.spec_from_file_location("videograin_tiny_sd15", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """Import .ci/tiny_sd15 (it registers TinySD15 with ComfyUI's detection list on import)."""
+    if str(PACK_DIR / ".ci") not in sys.path:
+        sys.path.insert(0, str(PACK_DIR / ".ci"))
+    return importlib.import_module("tiny_sd15")
 
 
 def unet_config(model_channels: int, context_dim: int) -> dict:

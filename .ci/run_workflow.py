@@ -12,7 +12,6 @@ as JSON when it parses (numbers, true/false, ["4", 0] links), else as a string:
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
@@ -24,14 +23,6 @@ from pathlib import Path
 PACK_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_WORKFLOW = PACK_DIR / "workflows" / "api" / "videograin_mask_check.json"
 VIDEO_SUFFIXES = {".mp4", ".webm", ".mov", ".mkv", ".gif", ".webp"}
-
-
-def load_server_module():
-    spec = importlib.util.spec_from_file_location("videograin_ci_comfy_server", PACK_DIR / ".ci" / "comfy_server.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def load_workflow(path: Path) -> dict:
@@ -206,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         apply_overrides(prompt, args.overrides)
         files = run(args.url.rstrip("/"), prompt, args.timeout, None)
     else:
-        cs = load_server_module()
+        import comfy_server as cs  # this script's folder (.ci) is on sys.path
+
         host = cs.host_paths()
         server = cs.ComfyServer(host, output_dir=host.base_dir / "output", temp_dir=host.base_dir / "temp",
                                 log_path=host.base_dir / "comfyui-demo.log")

@@ -46,11 +46,15 @@ link_pack() {
     ln -sfn "$PACK_DIR" "$BASE/custom_nodes/comfyui-videograin"
     # Registers the tiny SD1.5-layout model config with ComfyUI's detection (dev host only).
     ln -sfn "$PACK_DIR/.ci/tiny_sd15" "$BASE/custom_nodes/videograin_tiny_sd15"
-    # The bundled demo clip and masks, where workflows find them (input/videograin_demo/...).
-    # A real folder of that name (the user's own) is left alone.
+    # The bundled demo clip and masks, copied where workflows find them (input/videograin_demo/...).
+    # A copy, not a link: the video loader refuses list values whose real path leaves the input folder.
+    # A folder of that name without our marker (the user's own) is left alone.
+    local demo="$BASE/input/videograin_demo"
     if [ -d "$PACK_DIR/workflows/assets/videograin_demo" ] \
-        && { [ -L "$BASE/input/videograin_demo" ] || [ ! -e "$BASE/input/videograin_demo" ]; }; then
-        ln -sfn "$PACK_DIR/workflows/assets/videograin_demo" "$BASE/input/videograin_demo"
+        && { [ -L "$demo" ] || [ ! -e "$demo" ] || [ -f "$demo/.videograin-bundled" ]; }; then
+        rm -rf "$demo"
+        cp -R "$PACK_DIR/workflows/assets/videograin_demo" "$demo"
+        touch "$demo/.videograin-bundled"
     fi
 }
 
@@ -104,7 +108,7 @@ if [ ! -x "$VPY" ]; then
     "$PY" -m venv "$VENV"
 fi
 C="$PACK_DIR/.ci/constraints.txt"
-# torch first, on its own: the pinned CUDA build runs on the CPU here (shared/comfy-host.md §2).
+# torch first, on its own: the pinned CUDA build runs on the CPU here.
 "$VPY" -m pip install --quiet -c "$C" torch torchvision torchaudio
 "$VPY" -m pip install --quiet -c "$C" -r "$COMFY/requirements.txt" -r "$PACK_DIR/requirements.txt" \
     -r "$PACK_DIR/.ci/requirements-dev.txt"

@@ -1,12 +1,12 @@
 """Per-call timing and memory of ST-Layout Attn: plain space-time attention (the floor), the dense
-reference and the fast exact path, at each modulated SD1.5 level (spec §6, §11).
+reference and the fast exact path, at each modulated SD1.5 level (docs/design.md §6, §11).
 
     python bench/attention_kernels.py --device cuda --frames 16 --size 512 --dtype fp16
     python bench/attention_kernels.py --smoke          # tiny CPU run, seconds
 
 Self-attention rows attend over all F·h·w tokens of one CFG branch (B = 1, 8 heads); cross rows
 (--cross) attend to 77 text keys. The layout has three regions, one of them a part inside another,
-and the weights are the spec's at the first editing step (t = 981). An out-of-memory of the
+and the weights are docs/design.md's at the first editing step (t = 981). An out-of-memory of the
 reference is reported as OOM. Standalone: no ComfyUI import.
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ HEADS = 8
 TEXT_TOKENS = 77
 # Modulated levels of SD1.5 at 512²: (downsampling of the 64² latent, channels); head dim = channels / 8.
 LEVELS = ((2, 640), (4, 1280), (8, 1280))
-TAU_FIRST_STEP = ((981 - 1) / 1000) ** 5  # τ(t) at the first editing step (spec §3)
+TAU_FIRST_STEP = ((981 - 1) / 1000) ** 5  # τ(t) at the first editing step (docs/design.md §3)
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -71,7 +71,7 @@ def region_masks(frames: int, h: int, w: int) -> torch.Tensor:
 
 
 def self_layout(frames: int, h: int, w: int, strength: float = 0.3):
-    """(bits [N], weight [N]) of a self-attention call: spec §5.3 area term with its F² denominator."""
+    """(bits [N], weight [N]) of a self-attention call: docs/design.md §5.3 area term with its F² denominator."""
     masks = region_masks(frames, h, w).flatten(1)                      # [3, N]
     bits = (masks.long() << torch.arange(3)[:, None]).sum(0)
     counts = masks.sum(1).float()                                      # tokens per region, all frames
@@ -80,7 +80,7 @@ def self_layout(frames: int, h: int, w: int, strength: float = 0.3):
 
 
 def cross_layout(frames: int, h: int, w: int, strength: float = 1.0):
-    """(query bits [N], key bits [77], weight [N]) of a cross-attention call: spec §5.2."""
+    """(query bits [N], key bits [77], weight [N]) of a cross-attention call: docs/design.md §5.2."""
     masks = region_masks(frames, h, w)                                  # [3, F, h, w]
     q_bits = (masks.flatten(1).long() << torch.arange(3)[:, None]).sum(0)
     k_bits = torch.zeros(TEXT_TOKENS, dtype=torch.long)

@@ -1,10 +1,10 @@
-"""Region-prompt binding (spec §4): find each local prompt inside the global prompt and splice.
+"""Region-prompt binding (docs/design.md §4): find each local prompt inside the global prompt and splice.
 
 Works on plain token sequences and embedding tensors, never on a tokenizer: the node layer turns
 ComfyUI's tokenizer output into sequences of hashable token keys (ints for vocabulary tokens) and
 says which keys are special (BOS, EOS, padding), then calls `bind_prompts` and `splice`.
 
-Binding rules (spec §4 and quirk 11): the local prompt's word tokens must appear verbatim and
+Binding rules (docs/design.md §4 and quirk 11): the local prompt's word tokens must appear verbatim and
 contiguously in the global prompt; the first occurrence is used (repeats are logged); a local
 prompt with no words (`""`) owns no token; two local prompts may not claim the same token; prompts
 longer than one 77-token window are refused instead of being truncated (quirk 15).
@@ -106,7 +106,7 @@ def bind_prompts(global_prompt: str, global_ids: Sequence[Hashable], local_promp
                 f"the limit is {MAX_TOKENS}")
         words = word_tokens(ids, specials)
         if not words:
-            spans.append(None)  # "" keeps its region separated but owns no text token (spec §2)
+            spans.append(None)  # "" keeps its region separated but owns no text token (docs/design.md §2)
             continue
         span = find_span(global_ids, ids, specials)
         if span is None:
@@ -141,7 +141,7 @@ def splice(global_emb: torch.Tensor, local_embs: Sequence[torch.Tensor | None],
            spans: Sequence[Span | None]) -> torch.Tensor:
     """Copy of `global_emb` [1, 77, C] with rows start…start+n−1 replaced by rows 1…n of each local.
 
-    Row 0 of a local embedding is its BOS; its words follow from row 1 (spec §4 step 2).
+    Row 0 of a local embedding is its BOS; its words follow from row 1 (docs/design.md §4 step 2).
     """
     if global_emb.ndim != 3 or global_emb.shape[0] != 1:
         raise ValueError(f"global embedding must be [1, T, C], got {list(global_emb.shape)}")

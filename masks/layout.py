@@ -1,13 +1,13 @@
 """The region layout: masks at every attention size, text-token ownership and the area terms.
 
-`RegionLayout` is what the ST-Layout attention (spec §5) and the latent blend (§9) consume. It is
+`RegionLayout` is what the ST-Layout attention (docs/design.md §5) and the latent blend (§9) consume. It is
 immutable once built (ComfyUI deep-copies model options, so `__deepcopy__` returns the object
 itself) and caches what it derives per (size, device).
 
 Region membership is an int64 bit set (`binding.bits`): bit k is region k, so overlapping masks
 (a part inside an instance) need one integer per token.
 
-A layout with no regions is valid: it stands for a global edit (spec quirk 17). Consumers must
+A layout with no regions is valid: it stands for a global edit (docs/design.md quirk 17). Consumers must
 then switch modulation and blend off; `union()` returns all ones so a blend with it is a no-op.
 """
 from __future__ import annotations
@@ -87,7 +87,7 @@ class RegionLayout:
         return self._cache[key]
 
     def masks_at(self, h: int, w: int) -> torch.Tensor:
-        """bool [K, F, h, w]: the latent masks resized with PyTorch's default `nearest` (spec §2)."""
+        """bool [K, F, h, w]: the latent masks resized with PyTorch's default `nearest` (docs/design.md §2)."""
         def make():
             if (h, w) == self.latent_size:
                 return self.masks
@@ -104,7 +104,7 @@ class RegionLayout:
         return self._cached(("query_bits", h, w), make)
 
     def cross_area(self, h: int, w: int) -> torch.Tensor:
-        """float32 [F·h·w]: a(f, p) = 1 − Σ_k m_k(f, p)·|R_k(f)|/(h·w) over every region (spec §5.2)."""
+        """float32 [F·h·w]: a(f, p) = 1 − Σ_k m_k(f, p)·|R_k(f)|/(h·w) over every region (docs/design.md §5.2)."""
         def make():
             m = self.masks_at(h, w).float()                     # [K, F, h, w]
             sizes = m.sum((2, 3), keepdim=True)                 # |R_k(f)|
@@ -112,7 +112,7 @@ class RegionLayout:
         return self._cached(("cross_area", h, w), make)
 
     def self_area(self, h: int, w: int) -> torch.Tensor:
-        """float32 [F·h·w]: a_q = 1 − Σ_k [q∈R_k]·|R_k over all frames|/(F²·h·w) (spec §5.3, quirk 3)."""
+        """float32 [F·h·w]: a_q = 1 − Σ_k [q∈R_k]·|R_k over all frames|/(F²·h·w) (docs/design.md §5.3, quirk 3)."""
         def make():
             m = self.masks_at(h, w).float()
             sizes = m.sum((1, 2, 3), keepdim=True)               # region k's tokens in all frames
@@ -120,7 +120,7 @@ class RegionLayout:
         return self._cached(("self_area", h, w), make)
 
     def union(self) -> torch.Tensor:
-        """float32 [F, 1, H_lat, W_lat]: union of all masks, the latent-blend mask (spec §9).
+        """float32 [F, 1, H_lat, W_lat]: union of all masks, the latent-blend mask (docs/design.md §9).
 
         All ones for a layout without regions, so that blending with it changes nothing (quirk 17).
         """
@@ -202,13 +202,19 @@ def build_layout(masks_px: Sequence[torch.Tensor], names: Sequence[str], prompts
             px = int(binary[i].sum())
             raise LayoutError(f"region {i + 1} ({names[i]}) is empty in every frame at the latent size "
                               f"{lat_w}x{lat_h} ({px} mask pixels above the threshold {threshold})", i)
+        if lat[i].all():
+            # The one rule for all-covering masks, whichever node made them (a file, SolidMask, a segmenter):
+            # accepted (a part inside a whole-frame region is a valid layout), but the user is told.
+            _log.warning("VideoGrain: region %d (%s) covers every latent cell of every frame: it keeps no "
+                         "background (the whole frame is edited) and is separated from nothing but overlapping "
+                         "regions", i + 1, names[i])
     layout = RegionLayout(list(names), list(prompts), list(kinds), lat, token_bits.clone())
     _warn_negative_area(layout)
     return layout
 
 
 def _warn_negative_area(layout: RegionLayout) -> None:
-    # Official code applies negative area terms unclamped (spec §5.2): the pull on positive pairs
+    # Official code applies negative area terms unclamped (docs/design.md §5.2): the pull on positive pairs
     # reverses. Reproduced on purpose; only the lower levels are modulated, but check all four.
     for h, w in attention_sizes(layout.latent_size):
         for term, values in (("cross", layout.cross_area(h, w)), ("self", layout.self_area(h, w))):
@@ -216,5 +222,5 @@ def _warn_negative_area(layout: RegionLayout) -> None:
             if low < 0:
                 _log.warning("VideoGrain: overlapping regions make the %s-attention area term negative (%.3f) at "
                              "%dx%d tokens; modulation there pushes positive pairs away instead of pulling them "
-                             "(official behaviour, spec §5.2). Regions: %s", term, low, w, h, layout.names)
+                             "(official behaviour, docs/design.md §5.2). Regions: %s", term, low, w, h, layout.names)
                 return

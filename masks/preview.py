@@ -59,3 +59,9 @@ def overlay(images: torch.Tensor, masks: dict[str, torch.Tensor], opacity: float
         out = out * (1 - a) + colour * a
         out[outline(mask)] = colour
     return out.clamp_(0, 1)
+
+
+def heat_colours(values: torch.Tensor) -> torch.Tensor:
+    """[N, H, W] in 0..1 → [N, H, W, 3] black→red→yellow→white heat colours."""
+    v = values.clamp(0, 1)[..., None]
+    return torch.cat([(v * 3).clamp(0, 1), (v * 3 - 1).clamp(0, 1), (v * 3 - 2).clamp(0, 1)], dim=-1)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from ..attention.stlayout import STLayoutSettings
+from ..attention.settings import STLayoutSettings
+from ..masks.preview import heat_colours
 from .errors import VideoGrainInputError
 from .model_patch import LEVELS, check_sd15, stlayout_clone
 
@@ -50,19 +51,9 @@ class VideoGrainApplySTLayout:
             raise VideoGrainInputError(node, "levels", f"unknown value {levels!r}", f"pick one of {list(LEVELS)}")
         settings = STLayoutSettings(cross_strength, self_strength, modulated_fraction, cross_branch, self_branch)
         if layout.num_regions == 0:
-            # No regions = a global edit: nothing to modulate and nothing to blend (spec quirk 17).
+            # No regions = a global edit: nothing to modulate and nothing to blend (docs/design.md quirk 17).
             return (model.clone(),)
         return (stlayout_clone(model, layout, settings, levels, node),)
-
-
-_PALETTE = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.4, 1.0], [1.0, 0.8, 0.0],
-                         [1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
-
-
-def _heat(values: torch.Tensor) -> torch.Tensor:
-    """[N, H, W] in 0..1 → [N, H, W, 3] black→red→yellow→white heat colours."""
-    v = values.clamp(0, 1)[..., None]
-    return torch.cat([(v * 3).clamp(0, 1), (v * 3 - 1).clamp(0, 1), (v * 3 - 2).clamp(0, 1)], dim=-1)
 
 
 class VideoGrainAttentionMaps:
@@ -100,7 +91,7 @@ class VideoGrainAttentionMaps:
                                        "connect the frames of the same clip")
         up = torch.nn.functional.interpolate(norm.reshape(k * f, 1, h, w), size=size, mode="bilinear",
                                              align_corners=False)[:, 0]
-        heat = _heat(up)
+        heat = heat_colours(up)
         if images is not None:
             heat = 0.45 * images[..., :3].repeat(k, 1, 1, 1).cpu() + 0.55 * heat
         shares = attention.inside_share(steps)

@@ -6,7 +6,6 @@ mask conds, CFG, model wrappers) and the σ schedule is core's `ddim_uniform`.
 """
 from __future__ import annotations
 
-import logging
 
 import torch
 
@@ -15,12 +14,14 @@ import comfy.sample
 import comfy.samplers
 import latent_preview
 
-from ..attention.stlayout import AttentionRecord
+from ..attention.recorder import AttentionRecord
 from ..sampling import ddim
 from ..sampling.blend import DEFAULT_MODE, MODES, BackgroundBlend
-from ..sampling.inversion import Inversion, inversion_key
+from ..sampling.inversion import Inversion
+from ..sampling.schedule import editing_sigmas
 from .errors import VideoGrainInputError, out_of_memory_hint
 from .model_patch import check_sd15, prepare_edit_model, spacetime_clone
+from .notify import warn
 
 INVERT = "VideoGrainInvert"
 SAMPLER = "VideoGrainSampler"
@@ -29,16 +30,17 @@ OOM_FIX = ("load fewer frames (VideoGrainLoadVideo frame_load_cap) or a smaller 
 
 
 def inversion_schedule(model_sampling, steps: int) -> torch.Tensor:
-    """Core's `ddim_uniform` σ for `steps` (σ_T … σ_1, 0): at 50 steps t = 981, 961, …, 1 then 0.
+    """The model's `ddim_uniform` σ for `steps` (σ_T … σ_1, 0): at 50 steps t = 981, 961, …, 1 then 0.
 
-    Core's schedule (not `sampling.schedule.editing_sigmas`) keeps a core sampler started from the
-    inverted latent on the same levels; the two agree whenever 1000 // steps divides the range evenly
-    (50, 25, 20, 10 …; tests/unit/test_schedule.py).
+    Built by `sampling.schedule.editing_sigmas` from the model's own σ table, exactly as core's
+    scheduler of that name, so a core sampler started from the inverted latent stays on the same
+    levels. When 1000 is not a multiple of `steps` core's rule yields more levels; the user is told.
     """
-    sigmas = comfy.samplers.calculate_sigmas(model_sampling, "ddim_uniform", steps).cpu().float()
+    sigmas = editing_sigmas(steps, model_sampling.sigmas)
     if len(sigmas) - 1 != steps:
-        logging.info("[VideoGrain] ComfyUI's ddim_uniform schedule has %d steps for steps=%d",
-                     len(sigmas) - 1, steps)
+        warn(INVERT, f"steps={steps} becomes {len(sigmas) - 1} DDIM steps: ComfyUI's ddim_uniform schedule steps "
+                     f"by 1000 // {steps} = {1000 // steps} timesteps (50, 25, 20 or 10 steps divide evenly); the "
+                     f"inversion and the edit both run {len(sigmas) - 1}")
     return sigmas
 
 
@@ -153,18 +155,11 @@ class VideoGrainInvert:
                                                   disable_pbar=True, seed=0)
         latent_T = latent_T.detach().float().cpu()
         trajectory = torch.stack([t.detach().float().cpu() for t in captured["trajectory"]])
-        key = inversion_key(samples, _describe(positive), steps, model_identity(model))
         record = Inversion(latent_T=latent_T, source=samples.detach().float().cpu(), trajectory=trajectory,
-                           sigmas=sigmas, steps=int(steps), key=key)
+                           sigmas=sigmas, steps=int(steps))
         out = {k: v for k, v in latent.items() if k not in ("samples", "noise_mask")}
         out["samples"] = latent_T
         return (record, out)
-
-
-def _empty_record(frames: int, h: int, w: int) -> AttentionRecord:
-    """The sampler's attention output when there is no layout: no regions recorded."""
-    empty = torch.zeros(0, frames, h, w)
-    return AttentionRecord([], empty, empty.clone(), {"window": 0, "all": 0}, empty.clone())
 
 
 class VideoGrainSampler:
@@ -241,7 +236,7 @@ class VideoGrainSampler:
             samples = comfy.sample.sample_custom(work, noise, cfg, comfy.samplers.KSAMPLER(edit_fn), sigmas,
                                                  positive, negative, inversion.latent_T, callback=callback,
                                                  disable_pbar=True, seed=seed)
-        attention = recorder.result() if recorder is not None else _empty_record(frames, h, w)
+        attention = recorder.result() if recorder is not None else AttentionRecord.empty(frames, h, w)
         return ({"samples": samples}, attention)
 
 

@@ -1,4 +1,4 @@
-"""VideoGrainRegion and VideoGrainLayout: bind local prompts to region masks (spec §2, §4).
+"""VideoGrainRegion and VideoGrainLayout: bind local prompts to region masks (docs/design.md §2, §4).
 
 Thin glue: ComfyUI's tokenizer output becomes token-key rows for `binding.prompts`, MASK batches
 become `masks.layout.RegionSpec`s, and the result is a spliced CONDITIONING plus a RegionLayout.
@@ -179,7 +179,7 @@ class VideoGrainLayout:
         local_embs = [clip.encode_from_tokens(tokens) if span is not None else None
                       for tokens, span in zip(local, spans)]
         # The UNet gets the spliced prompt; core ControlNets read "cross_attn_controlnet" (model_base.extra_conds,
-        # controlnet.get_control) and so see the plain global prompt, as in the official pipeline (spec §4.5).
+        # controlnet.get_control) and so see the plain global prompt, as in the official pipeline (docs/design.md §4.5).
         positive = [[splice(plain, local_embs, spans), {"pooled_output": pooled, "cross_attn_controlnet": plain}]]
         return (positive, layout)
 

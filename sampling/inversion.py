@@ -19,8 +19,8 @@ class Inversion:
     - `trajectory`: the model-space latents at every inversion level (ComfyUI x = x_vp/sqrt(ᾱ)),
       [levels, F, C, h, w], lowest σ first; `trajectory[-1]` is `latent_T` in model space.
     - `sigmas`: the editing schedule σ_T … σ_1, 0 (float32).
-    - `steps`: the step count the user asked for.
-    - `key`: `inversion_key` of the inputs.
+    - `steps`: the step count the user asked for; `schedule_steps` is the count the schedule really has
+      (more when 1000 is not a multiple of `steps`, docs/design.md §3).
     """
 
     latent_T: torch.Tensor
@@ -28,7 +28,6 @@ class Inversion:
     trajectory: torch.Tensor
     sigmas: torch.Tensor
     steps: int
-    key: str
 
     def __post_init__(self) -> None:
         if self.trajectory.shape[0] != len(self.sigmas) - 1:
@@ -42,6 +41,11 @@ class Inversion:
     def frames(self) -> int:
         """Number of frames (the latent batch)."""
         return int(self.latent_T.shape[0])
+
+    @property
+    def schedule_steps(self) -> int:
+        """DDIM steps the schedule really runs (`len(sigmas) - 1`)."""
+        return len(self.sigmas) - 1
 
     @property
     def trajectory_sigmas(self) -> torch.Tensor:

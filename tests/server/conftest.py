@@ -12,7 +12,6 @@ are per session, the input folder is the host's (bundled assets are found there)
 """
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -20,23 +19,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import comfy_client  # noqa: E402
+import comfy_server as comfy_server_module  # noqa: E402 (.ci is on sys.path: tests/conftest.py)
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _load_server_module():
-    """.ci/comfy_server.py is shared with the demo; import it by path (.ci is not a package)."""
-    name = "videograin_ci_comfy_server"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / ".ci" / "comfy_server.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look the module up while the class is created
-    spec.loader.exec_module(module)
-    return module
-
-
-comfy_server_module = _load_server_module()
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """The editing contract through the real server, on the bundled clip with the tiny random model.
 
 - zero effect: strengths 0 and background off equal the sampler on the unpatched model;
-- no regions: neither modulation nor blend (spec quirk 17);
+- no regions: neither modulation nor blend (docs/design.md quirk 17);
 - no leak: a plain KSampler on the original model is unchanged by a patched run;
 - localization: modulation pulls each region prompt's cross-attention into its own mask;
 - background: outside the union of the masks the edit ends on the source latent.

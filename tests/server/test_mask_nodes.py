@@ -154,10 +154,10 @@ def test_missing_masks_folder_fails_at_queue_time(comfy, tmp_path):
 
 
 def test_mask_check_workflow_writes_a_16_frame_mp4(comfy, comfy_server):
-    link = Path(comfy_server.input_dir) / "videograin_demo"
-    if not (link / "clip.mp4").is_file():
-        pytest.fail(f"{link} is missing. Fix: link the bundled assets into the input folder "
-                    f"(python .ci/make_demo_clip.py --link-only --link {comfy_server.input_dir})", pytrace=False)
+    demo = Path(comfy_server.input_dir) / "videograin_demo"
+    if not (demo / "clip.mp4").is_file():
+        pytest.fail(f"{demo} is missing. Fix: run bash .ci/setup_host.sh, which copies the bundled assets into "
+                    "the input folder", pytrace=False)
     outputs = comfy.run(json.loads(API_WORKFLOW.read_text()))
     [video] = comfy.output_files(outputs)
     assert video.suffix == ".mp4" and video.is_file()

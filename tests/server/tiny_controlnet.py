@@ -7,7 +7,6 @@ SD1.5 ControlNet. Its zero convolutions are random, not zero, so its residuals c
 """
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -15,19 +14,12 @@ REPO = Path(__file__).resolve().parents[2]
 SEED = 2025
 
 
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def main(out: Path, comfy_dir: Path) -> None:
-    make_models = _load("videograin_make_models", REPO / ".ci" / "make_models.py")
+    sys.path.insert(0, str(REPO / ".ci"))
+    import make_models
+
     make_models.import_comfy(comfy_dir)
-    tiny = _load("videograin_tiny_sd15", REPO / ".ci" / "tiny_sd15" / "__init__.py")
-    tiny.register()
+    tiny = make_models.load_tiny_module()
 
     import comfy.cldm.cldm
     import comfy.controlnet

@@ -1,4 +1,4 @@
-"""The fast exact ST-Layout Attn (spec §11) against the dense reference, route by route (CPU)."""
+"""The fast exact ST-Layout Attn (docs/design.md §11) against the dense reference, route by route (CPU)."""
 import warnings
 
 import pytest
@@ -16,7 +16,7 @@ ROUTES = ("dense", "grouped", "flex")
 
 
 def _layout(kind: str, nq: int, nk: int, g: torch.Generator):
-    """(q_bits, k_bits) for the layout families the spec calls out."""
+    """(q_bits, k_bits) for the layout families docs/design.md calls out."""
     if kind == "overlapping":        # three regions, bit 2 a part inside bit 1, some tokens in none
         q_bits = torch.tensor([0, 1, 2, 6])[torch.randint(0, 4, (nq,), generator=g)]
         k_bits = torch.tensor([0, 1, 2, 6])[torch.randint(0, 4, (nk,), generator=g)]

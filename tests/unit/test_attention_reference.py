@@ -1,4 +1,4 @@
-"""The dense ST-Layout Attn reference (spec §5.1, §5.5) against the formula written out by hand."""
+"""The dense ST-Layout Attn reference (docs/design.md §5.1, §5.5) against the formula written out by hand."""
 import math
 
 import pytest
@@ -10,7 +10,7 @@ from videograin.attention.spacetime import spacetime_attention
 
 
 def naive_scores(q, k, heads, q_bits, k_bits, weight):
-    """Per-element loops over plain Python floats: s' of spec §5.1 for every (b, head, i, j)."""
+    """Per-element loops over plain Python floats: s' of docs/design.md §5.1 for every (b, head, i, j)."""
     b_size, nq, channels = q.shape
     nk, d = k.shape[1], channels // heads
     out = torch.zeros(b_size, heads, nq, nk, dtype=torch.float64)

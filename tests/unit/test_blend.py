@@ -1,4 +1,4 @@
-"""Background preservation modes against hand-computed values (spec §9)."""
+"""Background preservation modes against hand-computed values (docs/design.md §9)."""
 import pytest
 import torch
 

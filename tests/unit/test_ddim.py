@@ -162,7 +162,7 @@ def _record(levels: int = 3) -> Inversion:
     sigmas = torch.tensor([3.0, 2.0, 1.0, 0.0])[-(levels + 1):]
     latent = torch.randn(2, 4, 3, 3)
     return Inversion(latent_T=latent, source=torch.randn(2, 4, 3, 3), trajectory=torch.randn(levels, 2, 4, 3, 3),
-                     sigmas=sigmas, steps=levels, key="k")
+                     sigmas=sigmas, steps=levels)
 
 
 def test_inversion_record_shape_checks_and_deepcopy():
@@ -172,10 +172,10 @@ def test_inversion_record_shape_checks_and_deepcopy():
     assert copy.deepcopy(rec) is rec
     with pytest.raises(ValueError):
         Inversion(latent_T=rec.latent_T, source=rec.source, trajectory=rec.trajectory[:2], sigmas=rec.sigmas,
-                  steps=3, key="k")
+                  steps=3)
     with pytest.raises(ValueError):
         Inversion(latent_T=rec.latent_T[:1], source=rec.source, trajectory=rec.trajectory, sigmas=rec.sigmas,
-                  steps=3, key="k")
+                  steps=3)
 
 
 def test_inversion_key_depends_on_every_input():

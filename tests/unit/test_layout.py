@@ -1,4 +1,4 @@
-"""RegionLayout and build_layout against hand-computed values (spec §2, §5.2, §5.3, §9).
+"""RegionLayout and build_layout against hand-computed values (docs/design.md §2, §5.2, §5.3, §9).
 
 Fixture: 2 frames, latent 4×4 (pixels 32×32), two overlapping regions.
   A (k=0): frame 0 rows 0-1 × cols 0-1 (4 px); frame 1 rows 0-1 × all cols (8 px)

@@ -1,4 +1,4 @@
-"""Region-prompt binding: span search, ownership, splicing and the binding errors (spec §4)."""
+"""Region-prompt binding: span search, ownership, splicing and the binding errors (docs/design.md §4)."""
 import logging
 
 import pytest

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from videograin.masks import synthetic
-from videograin.masks.synthetic import FIGURES, FPS, FRAMES, HEIGHT, REGIONS, WIDTH, render_clip, write_masks
+import synthetic_clip as synthetic  # .ci/synthetic_clip.py (tests/conftest.py puts .ci on sys.path)
+from synthetic_clip import FIGURES, FPS, FRAMES, HEIGHT, REGIONS, WIDTH, render_clip, write_masks
 
 PACK_DIR = Path(__file__).resolve().parents[2]
 ASSETS = PACK_DIR / "workflows" / "assets" / "videograin_demo"
@@ -132,22 +132,3 @@ def test_script_regenerates_the_committed_bytes(tmp_path):
                         for p in sorted((root / "masks").rglob("*.png"))}
     assert digest[tmp_path] == digest[ASSETS]
     assert (tmp_path / "clip.mp4").stat().st_size > 10_000
-
-
-def test_link_into_an_input_folder_is_idempotent(tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("make_demo_clip", PACK_DIR / ".ci" / "make_demo_clip.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    first = script.link_assets(tmp_path / "input")
-    second = script.link_assets(tmp_path / "input")
-    assert first == second == tmp_path / "input" / "videograin_demo"
-    assert (first / "masks" / "left_head" / "00000.png").is_file()
-    # A stale link is replaced; a real folder of that name is never touched.
-    stale = script.link_assets(tmp_path / "other_input", tmp_path)
-    assert stale.resolve() == tmp_path.resolve()
-    assert script.link_assets(tmp_path / "other_input").resolve() == ASSETS.resolve()
-    (tmp_path / "third" / "videograin_demo").mkdir(parents=True)
-    with pytest.raises(SystemExit):
-        script.link_assets(tmp_path / "third")
