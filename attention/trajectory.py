@@ -1,0 +1,74 @@
+"""FLATTEN-style trajectory attention after the space-time attention (docs/design.md §10, §10.1).
+
+Each token attends over its trajectory slots only (`motion.trajectories.Trajectories`): at most F keys
+per token (S slots), so memory is linear in frames and no Nq×Nk matrix is ever formed. q/k are the
+layer's projected q/k (or the PnP-injected ones), v is the space-time attention's output; the result
+replaces that output before `to_out`. Nothing here imports ComfyUI.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..motion.trajectories import Trajectories
+from .spacetime import split_heads
+
+CHUNK_BYTES = 256 * 2**20  # bound on the extra memory of one chunk of query tokens
+
+
+class TrajectoryAttentionError(ValueError):
+    """q/k/v that do not fit the trajectories; the message names what is wrong."""
+
+
+def _chunk_tokens(batch: int, slots: int, channels: int, heads: int, itemsize: int, budget: int) -> int:
+    # per query token: gathered k or v in the input dtype, its fp32 copy and the copy einsum may make
+    # (k is freed before v is gathered, counted twice anyway), scores/probabilities, q and the output
+    per_token = batch * slots * (channels * 2 * (itemsize + 8) + heads * 4 * 3) + batch * channels * 4 * 3
+    return max(1, budget // per_token)
+
+
+def trajectory_attention(q: torch.Tensor, k: torch.Tensor, v_st: torch.Tensor, heads: int, traj: Trajectories,
+                         chunk_bytes: int = CHUNK_BYTES) -> torch.Tensor:
+    """Attention of every token over its trajectory slots.
+
+    q, k, v_st: [B, F·h·w, heads·d] (B CFG branches sharing the trajectories, frame-major tokens).
+    out[b, n] = Σ_s softmax_s(q[b, n]·k[b, idx[n, s]] / √d, invalid slots -∞) · v_st[b, idx[n, s]], per
+    head; a slot listed twice counts twice. Scores, softmax and the weighted sum run in fp32; the result
+    has q's dtype and device. Query tokens are processed in chunks of about `chunk_bytes` extra memory
+    at most (an estimate that errs high).
+    """
+    if q.ndim != 3 or k.shape != q.shape or v_st.shape != q.shape:
+        raise TrajectoryAttentionError(
+            f"q, k and v must all be [B, N, heads*d] of one shape, got {tuple(q.shape)}, {tuple(k.shape)}, "
+            f"{tuple(v_st.shape)}")
+    batch, tokens, channels = q.shape
+    if tokens != traj.tokens:
+        raise TrajectoryAttentionError(
+            f"{tokens} tokens per branch do not match the trajectories' {traj.frames} frames of "
+            f"{traj.size[0]}x{traj.size[1]} ({traj.tokens} tokens)")
+    if channels % heads:
+        raise TrajectoryAttentionError(f"channel count {channels} is not divisible by {heads} heads")
+    dim = channels // heads
+    slots = traj.span
+    here = traj.on(q.device)  # copied to q's device once per Trajectories object, then reused
+    index = here.index[:, :slots]
+    masked = ~here.valid[:, :slots]
+    step = _chunk_tokens(batch, slots, channels, heads, q.element_size(), chunk_bytes)
+    scale = 1.0 / math.sqrt(dim)
+    out = torch.empty_like(q)
+    for start in range(0, tokens, step):
+        stop = min(start + step, tokens)
+        n = stop - start
+        idx = index[start:stop]
+        qc = split_heads(q[:, start:stop].float(), heads)                      # [B, heads, n, d]
+        kg = k[:, idx].float().view(batch, n, slots, heads, dim)              # [B, n, S, heads, d]
+        scores = torch.einsum("bhnd,bnshd->bhns", qc, kg) * scale
+        del kg
+        scores.masked_fill_(masked[start:stop].view(1, 1, n, slots), float("-inf"))
+        probs = scores.softmax(dim=-1)
+        del scores
+        vg = v_st[:, idx].float().view(batch, n, slots, heads, dim)
+        chunk = torch.einsum("bhns,bnshd->bnhd", probs, vg)
+        out[:, start:stop] = chunk.reshape(batch, n, channels).to(out.dtype)
+    return out
