@@ -5,9 +5,12 @@ ComfyUI's tokenizer output into sequences of hashable token keys (ints for vocab
 says which keys are special (BOS, EOS, padding), then calls `bind_prompts` and `splice`.
 
 Binding rules (docs/design.md §4 and quirk 11): the local prompt's word tokens must appear verbatim and
-contiguously in the global prompt; the first occurrence is used (repeats are logged); a local
-prompt with no words (`""`) owns no token; two local prompts may not claim the same token; prompts
-longer than one 77-token window are refused instead of being truncated (quirk 15).
+contiguously in the global prompt; a local prompt with no words (`""`) owns no token; two local
+prompts may not claim the same token; prompts longer than one 77-token window are refused instead of
+being truncated (quirk 15). Which occurrence a repeated phrase binds to: `"man#2"` picks the second;
+otherwise the rule `next_free` (default) takes the earliest occurrence that leaves every other local
+prompt free words, `first` (official) the first occurrence (`bind_prompts` states both exactly).
+Occurrences other than a single first one are logged.
 """
 from __future__ import annotations
 
@@ -25,6 +28,12 @@ _log = logging.getLogger(__name__)
 
 # ComfyUI parses any unescaped parenthesis as emphasis: "(word)" is ×1.1, "(word:1.2)" is 1.2.
 _WEIGHT_SYNTAX = re.compile(r"(?<!\\)[()]")
+# "man#2": a "#" right after the last word, then at least one non-space character up to the end.
+_OCCURRENCE = re.compile(r"^(?P<text>.*\S)#(?P<n>[^\s#]+)$", re.S)
+
+RULES = ("next_free", "first")  # binding rules; "first" is the official one (docs/design.md §4, quirk 11)
+DEFAULT_RULE = "next_free"
+_SEARCH_LIMIT = 100_000  # candidate placements tried before giving up (only pathological prompts get near)
 
 
 class PromptBindingError(ValueError):
@@ -68,24 +77,63 @@ def find_span(global_ids: Sequence[Hashable], local_ids: Sequence[Hashable],
     return None
 
 
+def split_occurrence(prompt: str) -> tuple[str, int | None]:
+    """`(text, occurrence)` of a local prompt: "man#2" → ("man", 2); without a suffix, (prompt, None).
+
+    The suffix is a "#" attached to the prompt's last word followed by anything up to the end
+    without spaces; it must be a whole number ≥ 1. A "#" after a space ("colour #ff0000") or at the
+    very end ("C#") is ordinary text. Raises `PromptBindingError` ("occurrence") for a bad number.
+    """
+    match = _OCCURRENCE.match(prompt.strip())
+    if match is None:
+        return prompt, None
+    text, suffix = match.group("text"), match.group("n")
+    if not re.fullmatch(r"[0-9]+", suffix) or int(suffix) < 1:
+        raise PromptBindingError(
+            "occurrence", None, f"local prompt {prompt!r} ends in '#{suffix}'; the occurrence suffix must be a whole "
+            f"number from 1 (e.g. {text + '#2'!r} for the second occurrence of {text!r})")
+    return text, int(suffix)
+
+
+def occurrences(global_ids: Sequence[Hashable], words: Sequence[Hashable]) -> list[int]:
+    """Start positions of every (possibly overlapping) occurrence of `words` in `global_ids`."""
+    seq, words, n = list(global_ids), list(words), len(words)
+    if n == 0:
+        return []
+    return [s for s in range(len(seq) - n + 1) if seq[s:s + n] == words]
+
+
 def count_occurrences(global_ids: Sequence[Hashable], words: Sequence[Hashable]) -> int:
     """How many (possibly overlapping) times the word sequence `words` occurs in `global_ids`."""
-    seq, n = list(global_ids), len(words)
-    if n == 0:
-        return 0
-    return sum(1 for s in range(len(seq) - n + 1) if seq[s:s + n] == list(words))
+    return len(occurrences(global_ids, words))
 
 
 def bind_prompts(global_prompt: str, global_ids: Sequence[Hashable], local_prompts: Sequence[str],
                  local_ids: Sequence[Sequence[Hashable]], specials: Collection[Hashable] = (SD_BOS, SD_EOS),
-                 global_tokens: int | None = None, local_tokens: Sequence[int] | None = None) -> list[Span | None]:
+                 global_tokens: int | None = None, local_tokens: Sequence[int] | None = None,
+                 rule: str = DEFAULT_RULE, notes: list[str] | None = None) -> list[Span | None]:
     """Find every local prompt's span in the global prompt, enforcing the binding rules.
 
+    `local_prompts` are the prompts as typed (an occurrence suffix "man#2" included, see
+    `split_occurrence`); `local_ids` are the token rows of their text *without* the suffix.
     `global_ids`/`local_ids` are the first 77-token rows; `global_tokens`/`local_tokens` are each
     prompt's full token count with BOS and EOS (defaults: word count + 2), used to refuse prompts
     that did not fit one window. Returns one `(start, n)` or None (empty prompt) per local prompt.
-    Raises `PromptBindingError`; warns (logging) when a local prompt occurs more than once.
+
+    Occurrences are numbered 1, 2, … by start token. A prompt with "#N" takes its N-th occurrence
+    under either rule. The others:
+    - `rule="first"` (official, docs/design.md §4): the first occurrence; two prompts claiming one token is
+      an error;
+    - `rule="next_free"` (default): the assignment, over the prompts in region order, that takes
+      for each prompt the earliest occurrence that still lets every prompt get an occurrence
+      overlapping no other prompt's (lexicographically least in region order). So "Iron Man" and
+      "man" in "Iron Man and gray man" bind to tokens 1-2 and 5 in either region order. When no
+      such assignment exists it is the same overlap error as `first`.
+    Notes (a prompt bound past its first occurrence, a prompt that occurs several times) are logged
+    as warnings and appended to `notes` when given. Raises `PromptBindingError`.
     """
+    if rule not in RULES:
+        raise ValueError(f"unknown binding rule {rule!r}; expected one of {RULES}")
     if len(local_prompts) != len(local_ids):
         raise ValueError(f"{len(local_prompts)} local prompts but {len(local_ids)} token rows")
     n_global = global_tokens if global_tokens is not None else len(word_tokens(global_ids, specials)) + 2
@@ -93,12 +141,17 @@ def bind_prompts(global_prompt: str, global_ids: Sequence[Hashable], local_promp
         raise PromptBindingError(
             "too_long", None, f"the global prompt has {n_global} tokens (BOS and EOS included); the limit is "
             f"{MAX_TOKENS}, so {n_global - MAX_TOKENS} would be cut off")
-    spans: list[Span | None] = []
+    # Per prompt: None (no words) or (word count, candidate starts in order of preference, all starts).
+    wanted: list[tuple[int, list[int], list[int]] | None] = []
     for k, (prompt, ids) in enumerate(zip(local_prompts, local_ids)):
         if has_weight_syntax(prompt):
             raise PromptBindingError(
                 "weights", k, f"local prompt {prompt!r} uses weight syntax such as '(word:1.2)'; local "
                 "prompts are matched token by token against the global prompt and cannot carry weights")
+        try:
+            text, occurrence = split_occurrence(prompt)
+        except PromptBindingError as e:
+            raise PromptBindingError("occurrence", k, str(e)) from None
         n_local = local_tokens[k] if local_tokens is not None else len(word_tokens(ids, specials)) + 2
         if n_local > MAX_TOKENS:
             raise PromptBindingError(
@@ -106,35 +159,98 @@ def bind_prompts(global_prompt: str, global_ids: Sequence[Hashable], local_promp
                 f"the limit is {MAX_TOKENS}")
         words = word_tokens(ids, specials)
         if not words:
-            spans.append(None)  # "" keeps its region separated but owns no text token (docs/design.md §2)
+            wanted.append(None)  # "" keeps its region separated but owns no text token (docs/design.md §2)
             continue
-        span = find_span(global_ids, ids, specials)
-        if span is None:
+        starts = occurrences(global_ids, words)
+        if not starts:
             raise PromptBindingError(
-                "not_found", k, f"local prompt {prompt!r} does not occur in the global prompt "
+                "not_found", k, f"local prompt {text!r} does not occur in the global prompt "
                 f"{global_prompt!r} (it must appear word for word, as the same tokens)")
-        repeats = count_occurrences(global_ids, words)
-        if repeats > 1:
-            _log.warning("VideoGrain: local prompt %r occurs %d times in the global prompt %r; the first "
-                         "occurrence (tokens %d-%d) is bound to its region", prompt, repeats, global_prompt,
-                         span[0], span[0] + span[1] - 1)
-        spans.append(span)
-    _check_overlaps(local_prompts, spans)
+        if occurrence is not None:
+            if occurrence > len(starts):
+                raise PromptBindingError(
+                    "occurrence", k, f"local prompt {prompt!r} asks for occurrence {occurrence} of {text!r}, but "
+                    f"the global prompt {global_prompt!r} holds it {len(starts)} time"
+                    f"{'s' if len(starts) > 1 else ''}")
+            candidates = [starts[occurrence - 1]]
+        else:
+            candidates = starts if rule == "next_free" else starts[:1]
+        wanted.append((len(words), candidates, starts))
+    spans = _assign(local_prompts, wanted)
+    for k, (prompt, want, span) in enumerate(zip(local_prompts, wanted, spans)):
+        if want is not None:
+            _note(notes, k, prompt, span, want[2], global_prompt)
     return spans
 
 
-def _check_overlaps(prompts: Sequence[str], spans: Sequence[Span | None]) -> None:
+def _assign(prompts: Sequence[str], wanted: Sequence[tuple[int, list[int], list[int]] | None]) -> list[Span | None]:
+    """The lexicographically least overlap-free choice of one candidate per prompt (region order),
+    by depth-first search; raises the overlap error of the greedy choice when there is none."""
+    order = [k for k, w in enumerate(wanted) if w is not None]
+    chosen: dict[int, int] = {}
+    taken: set[int] = set()
+    budget = [_SEARCH_LIMIT]
+
+    def place(i: int) -> bool:
+        if i == len(order):
+            return True
+        k = order[i]
+        n, candidates, _ = wanted[k]
+        for start in candidates:
+            span = range(start, start + n)
+            if not taken.isdisjoint(span):
+                continue
+            budget[0] -= 1
+            if budget[0] < 0:
+                return False
+            taken.update(span)
+            chosen[k] = start
+            if place(i + 1):
+                return True
+            taken.difference_update(span)
+        return False
+
+    if place(0):
+        return [None if w is None else (chosen[k], w[0]) for k, w in enumerate(wanted)]
+    # None found. The first descent of the search is the greedy choice (each prompt its first free
+    # candidate), so that clashes: name its first clash.
+    searched = "" if budget[0] >= 0 else (f"; {_SEARCH_LIMIT} placements were tried without finding free words for "
+                                          "every prompt, pick occurrences with '#N'")
     owner: dict[int, int] = {}
-    for k, span in enumerate(spans):
-        if span is None:
-            continue
-        for j in range(span[0], span[0] + span[1]):
-            if j in owner:
-                i = owner[j]
-                raise PromptBindingError(
-                    "overlap", k, f"local prompts {prompts[i]!r} (number {i + 1}) and {prompts[k]!r} (number {k + 1}) claim the same "
-                    f"words of the global prompt (token {j}); each token can belong to one region only", other=i)
-            owner[j] = k
+    for k in order:
+        n, candidates, _ = wanted[k]
+        start = next((s for s in candidates if all(j not in owner for j in range(s, s + n))), candidates[0])
+        clash = next((j for j in range(start, start + n) if j in owner), None)
+        if clash is not None:
+            i = owner[clash]
+            again = " (and no other occurrence of it is free)" if len(candidates) > 1 else ""
+            raise PromptBindingError(
+                "overlap", k, f"local prompts {prompts[i]!r} (number {i + 1}) and {prompts[k]!r} (number {k + 1}) "
+                f"claim the same words of the global prompt (token {clash}){again}; each token can belong to one "
+                f"region only{searched}", other=i)
+        owner.update((j, k) for j in range(start, start + n))
+    raise AssertionError("unreachable: the greedy choice is the search's first descent")
+
+
+def _note(notes: list[str] | None, k: int, prompt: str, span: Span, starts: list[int], global_prompt: str) -> None:
+    """Log (and collect) which occurrence a repeated or displaced local prompt was bound to."""
+    if len(starts) < 2:
+        return
+    text, explicit = split_occurrence(prompt)
+    number = starts.index(span[0]) + 1
+    where = f"occurrence {number} of {len(starts)} (tokens {span[0]}-{span[0] + span[1] - 1})"
+    if explicit is not None:
+        message = f"local prompt {prompt!r} (region {k + 1}) is bound to {where}, as its '#{explicit}' asks"
+    elif number == 1:
+        message = (f"local prompt {prompt!r} (region {k + 1}) occurs {len(starts)} times in the global prompt "
+                   f"{global_prompt!r}; the first occurrence (tokens {span[0]}-{span[0] + span[1] - 1}) is bound to "
+                   f"its region; write {text + '#2'!r} (or #3, …) to bind another one")
+    else:
+        message = (f"local prompt {prompt!r} (region {k + 1}) is bound to {where} because the earlier ones are "
+                   f"claimed by other local prompts; write {text + f'#{number}'!r} to make that explicit")
+    _log.warning("VideoGrain: %s", message)
+    if notes is not None:
+        notes.append(message)
 
 
 def splice(global_emb: torch.Tensor, local_embs: Sequence[torch.Tensor | None],

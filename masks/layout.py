@@ -7,6 +7,11 @@ itself) and caches what it derives per (size, device).
 Region membership is an int64 bit set (`binding.bits`): bit k is region k, so overlapping masks
 (a part inside an instance) need one integer per token.
 
+Masks reach each attention size by the layout's downsampling rule (`masks.downsample`: `nearest`
+as in the official code, or the default `nearest_rescue`, which is `nearest` except that a region
+`nearest` would leave without a cell in a frame keeps its best-covered cells). The area terms
+|R_k|/(h·w) are counted on those masks, so they follow the rule.
+
 A layout with no regions is valid: it stands for a global edit (docs/design.md quirk 17). Consumers must
 then switch modulation and blend off; `union()` returns all ones so a blend with it is a no-op.
 """
@@ -20,6 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from ..binding.bits import MAX_REGIONS, MAX_TOKENS, pack_bits
+from .downsample import DEFAULT_RULE, RULES
+from .downsample import downsample as resize_masks
 
 KINDS = ("class", "instance", "part", "background")
 
@@ -53,6 +60,7 @@ class RegionLayout:
     kinds: list[str]
     masks: torch.Tensor       # bool [K, F, H_lat, W_lat]
     token_bits: torch.Tensor  # int64 [77]
+    downsample: str = DEFAULT_RULE  # how masks_at brings the latent masks to a token grid (masks.downsample)
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -64,6 +72,8 @@ class RegionLayout:
                              f"{len(self.kinds)} kinds")
         if k > MAX_REGIONS:
             raise ValueError(f"at most {MAX_REGIONS} regions, got {k}")
+        if self.downsample not in RULES:
+            raise ValueError(f"unknown downsampling rule {self.downsample!r}; expected one of {RULES}")
         if self.token_bits.shape != (MAX_TOKENS,) or self.token_bits.dtype != torch.long:
             raise ValueError(f"token_bits must be int64 [{MAX_TOKENS}], got {self.token_bits.dtype} "
                              f"{list(self.token_bits.shape)}")
@@ -87,15 +97,13 @@ class RegionLayout:
         return self._cache[key]
 
     def masks_at(self, h: int, w: int) -> torch.Tensor:
-        """bool [K, F, h, w]: the latent masks resized with PyTorch's default `nearest` (docs/design.md §2)."""
-        def make():
-            if (h, w) == self.latent_size:
-                return self.masks
-            if self.num_regions == 0:
-                return self.masks.new_zeros((0, self.frames, h, w))
-            # K plays the batch, F the channels: nearest copies whole pixels, so the resize is exact.
-            return F.interpolate(self.masks.to(torch.uint8), size=(h, w), mode="nearest").bool()
-        return self._cached(("masks", h, w), make)
+        """bool [K, F, h, w]: the latent masks at an attention size under the layout's `downsample` rule.
+
+        `nearest` is PyTorch's default resize (docs/design.md §2); `nearest_rescue` equals it except in frames
+        where it would leave a region non-empty at latent size without any cell (module doc of
+        `masks.downsample`). The latent size itself returns the latent masks.
+        """
+        return self._cached(("masks", h, w), lambda: resize_masks(self.masks, (h, w), self.downsample))
 
     def query_bits(self, h: int, w: int) -> torch.Tensor:
         """int64 [F·h·w]: bit k set where region k covers the token; frame-major (f, y, x) order."""
@@ -136,14 +144,15 @@ class RegionLayout:
         if self.masks.device == device:
             return self
         return RegionLayout(list(self.names), list(self.prompts), list(self.kinds), self.masks.to(device),
-                            self.token_bits.to(device), self._cache)
+                            self.token_bits.to(device), self.downsample, self._cache)
 
     def __deepcopy__(self, memo):
         return self  # immutable once built; ComfyUI deep-copies model_options on every clone
 
     def __repr__(self) -> str:
         h, w = self.latent_size
-        return f"RegionLayout({self.num_regions} regions {self.names}, {self.frames} frames, latent {h}x{w})"
+        return (f"RegionLayout({self.num_regions} regions {self.names}, {self.frames} frames, latent {h}x{w}, "
+                f"downsample {self.downsample})")
 
 
 def attention_sizes(latent_size: tuple[int, int], levels: int = 4) -> list[tuple[int, int]]:
@@ -158,9 +167,12 @@ def attention_sizes(latent_size: tuple[int, int], levels: int = 4) -> list[tuple
 
 def build_layout(masks_px: Sequence[torch.Tensor], names: Sequence[str], prompts: Sequence[str],
                  kinds: Sequence[str], latent_size: tuple[int, int], threshold: float = 0.5,
-                 token_bits: torch.Tensor | None = None, frames: int | None = None) -> RegionLayout:
+                 token_bits: torch.Tensor | None = None, frames: int | None = None,
+                 downsample: str = DEFAULT_RULE) -> RegionLayout:
     """Threshold pixel masks [F, H, W] (`> threshold`) and resize them with `nearest` to `latent_size`.
 
+    `downsample` (one of `masks.downsample.RULES`) is how the layout brings the latent masks on to
+    the smaller attention sizes; the pixel-to-latent step is always the official `nearest`.
     Checks: at most 63 regions; every mask [F, H, W] with the same F, H, W; H, W multiples of 8 and
     equal to 8× the latent size; F equal to `frames` when given (required without regions); no
     region empty in every frame at latent size. Warns when overlaps make an area term negative.
@@ -175,13 +187,15 @@ def build_layout(masks_px: Sequence[torch.Tensor], names: Sequence[str], prompts
         if kind not in KINDS:
             raise LayoutError(f"region {i + 1} has kind {kind!r}; expected one of {KINDS}", i)
     lat_h, lat_w = int(latent_size[0]), int(latent_size[1])
+    if downsample not in RULES:
+        raise LayoutError(f"unknown downsampling rule {downsample!r}; expected one of {RULES}")
     if token_bits is None:
         token_bits = torch.zeros(MAX_TOKENS, dtype=torch.long)
     if k == 0:
         if frames is None:
             raise LayoutError("a layout without regions needs `frames`")
         return RegionLayout([], [], [], torch.zeros((0, frames, lat_h, lat_w), dtype=torch.bool),
-                            token_bits.clone())
+                            token_bits.clone(), downsample)
     for i, m in enumerate(masks_px):
         if m.ndim != 3:
             raise LayoutError(f"region {i + 1} mask must be [F, H, W], got {list(m.shape)}", i)
@@ -208,7 +222,7 @@ def build_layout(masks_px: Sequence[torch.Tensor], names: Sequence[str], prompts
             _log.warning("VideoGrain: region %d (%s) covers every latent cell of every frame: it keeps no "
                          "background (the whole frame is edited) and is separated from nothing but overlapping "
                          "regions", i + 1, names[i])
-    layout = RegionLayout(list(names), list(prompts), list(kinds), lat, token_bits.clone())
+    layout = RegionLayout(list(names), list(prompts), list(kinds), lat, token_bits.clone(), downsample)
     _warn_negative_area(layout)
     return layout
 

@@ -1,10 +1,7 @@
 """The INVERSION record passed from VideoGrainInvert to VideoGrainSampler, and its input hash."""
 from __future__ import annotations
 
-import hashlib
-import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -21,6 +18,7 @@ class Inversion:
     - `sigmas`: the editing schedule σ_T … σ_1, 0 (float32).
     - `steps`: the step count the user asked for; `schedule_steps` is the count the schedule really has
       (more when 1000 is not a multiple of `steps`, docs/design.md §3).
+    - `key`: the disk-cache key of the inputs (`sampling.cache.inversion_cache_key`), "" when none.
     """
 
     latent_T: torch.Tensor
@@ -28,6 +26,7 @@ class Inversion:
     trajectory: torch.Tensor
     sigmas: torch.Tensor
     steps: int
+    key: str = ""
 
     def __post_init__(self) -> None:
         if self.trajectory.shape[0] != len(self.sigmas) - 1:
@@ -56,40 +55,3 @@ class Inversion:
         # Immutable by convention; ComfyUI's caches may deepcopy outputs, which must not duplicate the
         # trajectory (tens of MB).
         return self
-
-
-def _feed(h: "hashlib._Hash", obj: Any) -> None:
-    """Hash plain data and tensors by content, with type tags so that different structures differ."""
-    if isinstance(obj, torch.Tensor):
-        t = obj.detach().to("cpu").contiguous().reshape(-1)
-        h.update(f"T{t.dtype}{tuple(obj.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes())
-    elif obj is None or isinstance(obj, (bool, int, str)):
-        h.update(f"{type(obj).__name__}:{obj!r};".encode())
-    elif isinstance(obj, float):
-        h.update(f"float:{obj.hex() if math.isfinite(obj) else obj!r};".encode())
-    elif isinstance(obj, (list, tuple)):
-        h.update(f"{type(obj).__name__}[{len(obj)}".encode())
-        for item in obj:
-            _feed(h, item)
-        h.update(b"]")
-    elif isinstance(obj, dict):
-        h.update(f"dict{{{len(obj)}".encode())
-        for k in sorted(obj, key=repr):
-            _feed(h, k)
-            _feed(h, obj[k])
-        h.update(b"}")
-    else:
-        raise TypeError(f"cannot hash {type(obj).__name__}; describe it as plain data first")
-
-
-def inversion_key(latent: torch.Tensor, conditioning: Any, steps: int, model_identity: str) -> str:
-    """sha256 over what determines an inversion: the source latent (dtype, shape, bytes), the
-    conditioning described as plain data and tensors (the caller flattens objects such as ControlNets
-    into their inputs), the step count, and a string naming the model (weights and patches)."""
-    h = hashlib.sha256(b"videograin-inversion-v1;")
-    _feed(h, latent)
-    _feed(h, conditioning)
-    _feed(h, int(steps))
-    _feed(h, str(model_identity))
-    return h.hexdigest()

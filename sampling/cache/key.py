@@ -1,20 +1,19 @@
 """Process-independent cache keys for DDIM inversions (issue 10 item 1).
 
 Everything here hashes content, never object ids, so a key computed after a server restart equals the
-key computed before it. The byte-level hasher is `sampling.inversion._feed` (type-tagged, dict keys
-sorted, floats by their hex form), shared with `inversion_key`.
+key computed before it. The byte-level hasher is `_feed` (type-tagged, dict keys sorted, floats by
+their hex form).
 """
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import numbers
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
-
-from ..inversion import _feed
 
 _log = logging.getLogger(__name__)
 
@@ -28,6 +27,31 @@ _OPAQUE = "\x00opaque"
 
 class CacheKeyError(ValueError):
     """An input that cannot be keyed by content (values not readable, or not plain data)."""
+
+
+def _feed(h: "hashlib._Hash", obj: Any) -> None:
+    """Hash plain data and tensors by content, with type tags so that different structures differ."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().to("cpu").contiguous().reshape(-1)
+        h.update(f"T{t.dtype}{tuple(obj.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    elif obj is None or isinstance(obj, (bool, int, str)):
+        h.update(f"{type(obj).__name__}:{obj!r};".encode())
+    elif isinstance(obj, float):
+        h.update(f"float:{obj.hex() if math.isfinite(obj) else obj!r};".encode())
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"{type(obj).__name__}[{len(obj)}".encode())
+        for item in obj:
+            _feed(h, item)
+        h.update(b"]")
+    elif isinstance(obj, dict):
+        h.update(f"dict{{{len(obj)}".encode())
+        for k in sorted(obj, key=repr):
+            _feed(h, k)
+            _feed(h, obj[k])
+        h.update(b"}")
+    else:
+        raise TypeError(f"cannot hash {type(obj).__name__}; describe it as plain data first")
 
 
 def _feed_checked(h: "hashlib._Hash", what: str, obj: Any) -> None:

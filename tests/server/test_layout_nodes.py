@@ -83,7 +83,9 @@ def test_nodes_registered_with_contract(comfy):
     assert region_info["input"]["required"]["kind"][0] == ["class", "instance", "part", "background"]
     assert region_info["output"] == ["VIDEOGRAIN_REGION"] and region_info["output_name"] == ["regions"]
     assert list(layout_info["input"]["required"]) == ["clip", "global_prompt", "latent"]
-    assert list(layout_info["input"]["optional"]) == ["regions", "threshold"]
+    assert list(layout_info["input"]["optional"]) == ["regions", "threshold", "downsample", "binding"]
+    assert layout_info["input"]["optional"]["downsample"][0] == ["nearest_rescue", "nearest", "area"]
+    assert layout_info["input"]["optional"]["binding"][0] == ["next_free", "first"]
     assert layout_info["output"] == ["CONDITIONING", "VIDEOGRAIN_LAYOUT"]
     assert layout_info["output_name"] == ["positive", "layout"]
     for info in (region_info, layout_info):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from videograin.sampling import ddim, schedule
-from videograin.sampling.inversion import Inversion, inversion_key
+from videograin.sampling.inversion import Inversion
 
 
 def _sigmas(steps: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -176,24 +176,3 @@ def test_inversion_record_shape_checks_and_deepcopy():
     with pytest.raises(ValueError):
         Inversion(latent_T=rec.latent_T[:1], source=rec.source, trajectory=rec.trajectory, sigmas=rec.sigmas,
                   steps=3)
-
-
-def test_inversion_key_depends_on_every_input():
-    latent = torch.randn(2, 4, 3, 3)
-    cond = [[torch.randn(1, 77, 8), {"pooled_output": torch.randn(1, 8), "strength": 1.0}]]
-    base = inversion_key(latent, cond, 50, "model-a")
-    assert base == inversion_key(latent.clone(), copy.deepcopy(cond), 50, "model-a")
-    changed_latent = latent.clone()
-    changed_latent[0, 0, 0, 0] += 1e-3
-    changed_cond = copy.deepcopy(cond)
-    changed_cond[0][1]["strength"] = 0.9
-    variants = {
-        inversion_key(changed_latent, cond, 50, "model-a"),
-        inversion_key(latent.half(), cond, 50, "model-a"),
-        inversion_key(latent, changed_cond, 50, "model-a"),
-        inversion_key(latent, cond, 20, "model-a"),
-        inversion_key(latent, cond, 50, "model-b"),
-    }
-    assert base not in variants and len(variants) == 5
-    with pytest.raises(TypeError):
-        inversion_key(latent, [object()], 50, "m")

@@ -25,11 +25,12 @@ def to_pixels(lat: torch.Tensor, on: float = 1.0, off: float = 0.0) -> torch.Ten
     return px * (on - off) + off
 
 
-def make_layout(threshold: float = 0.5, feathered: bool = True) -> RegionLayout:
+def make_layout(threshold: float = 0.5, feathered: bool = True, downsample: str = "nearest") -> RegionLayout:
     # B is "feathered" (0.4 background, 0.6 foreground): the threshold must separate it.
+    # The hand-computed values below are the official `nearest` rule's (downsample tests: test_downsample.py).
     b = to_pixels(LAT_B, 0.6, 0.4) if feathered else to_pixels(LAT_B)
     return build_layout([to_pixels(LAT_A), b], ["A", "B"], ["iron man", "spider man"], ["instance", "part"],
-                        (4, 4), threshold=threshold, token_bits=token_bits([(1, 2), (4, 2)]))
+                        (4, 4), threshold=threshold, token_bits=token_bits([(1, 2), (4, 2)]), downsample=downsample)
 
 
 def test_build_thresholds_and_resizes_to_latent():

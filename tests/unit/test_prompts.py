@@ -6,7 +6,7 @@ import torch
 
 from videograin.binding.bits import MAX_TOKENS, pack_bits, token_bits, token_owner
 from videograin.binding.prompts import (SD_BOS, SD_EOS, PromptBindingError, bind_prompts, find_span, has_weight_syntax,
-                                        splice, word_tokens)
+                                        occurrences, splice, split_occurrence, word_tokens)
 
 _VOCAB: dict[str, int] = {}
 
@@ -31,11 +31,18 @@ def fake_encode(row: list[int], channels: int = 6, seed: int = 0) -> torch.Tenso
     return torch.sin(ids[:, None] * 0.001 * (ch + 1) + pos[:, None] * 0.1 + seed)[None].float()
 
 
-def bind(global_prompt: str, *locals_: str):
+def text_of(prompt: str) -> str:
+    try:
+        return split_occurrence(prompt)[0]
+    except PromptBindingError:
+        return prompt  # a bad suffix: bind_prompts must refuse it itself
+
+
+def bind(global_prompt: str, *locals_: str, rule: str = "next_free", notes: list | None = None):
     g_row, g_n = fake_tokenize(global_prompt)
-    rows = [fake_tokenize(p) for p in locals_]
+    rows = [fake_tokenize(text_of(p)) for p in locals_]  # the node tokenises the text without '#N'
     return bind_prompts(global_prompt, g_row, list(locals_), [r for r, _ in rows],
-                        global_tokens=g_n, local_tokens=[n for _, n in rows])
+                        global_tokens=g_n, local_tokens=[n for _, n in rows], rule=rule, notes=notes)
 
 
 def test_find_span_first_occurrence_excluding_specials():
@@ -113,12 +120,13 @@ def test_unmatched_prompt_names_it_and_shows_global():
     assert "'batman'" in str(e.value) and "'iron man and spider man'" in str(e.value)
 
 
-def test_overlapping_claims_error():
+@pytest.mark.parametrize("rule", ["next_free", "first"])
+def test_overlapping_claims_error(rule):
     with pytest.raises(PromptBindingError) as e:
-        bind("iron man and spider man", "iron man", "man and")
+        bind("iron man and spider man", "iron man", "man and", rule=rule)
     assert e.value.kind == "overlap" and e.value.index == 1 and e.value.other == 0
     with pytest.raises(PromptBindingError):
-        bind("a red car", "red car", "red car")  # same phrase twice claims the same tokens
+        bind("a red car", "red car", "red car", rule=rule)  # same phrase twice claims the same tokens
 
 
 def test_too_long_global_and_local():
@@ -146,11 +154,104 @@ def test_escaped_parentheses_are_not_weights():
     assert not has_weight_syntax("iron man")
 
 
-def test_repeated_prompt_warns_and_uses_first(caplog):
+@pytest.mark.parametrize("rule", ["next_free", "first"])
+def test_repeated_prompt_warns_and_uses_first(caplog, rule):
+    notes = []
     with caplog.at_level(logging.WARNING):
-        spans = bind("a man walks past a man", "man")
+        spans = bind("a man walks past a man", "man", rule=rule, notes=notes)
     assert spans == [(2, 1)]
     assert any("occurs 2 times" in r.getMessage() for r in caplog.records)
+    assert len(notes) == 1 and "occurs 2 times" in notes[0] and "'man#2'" in notes[0]
+
+
+# "iron man and gray man are jogging": BOS, iron 1, man 2, and 3, gray 4, man 5, are 6, jogging 7
+JOG = "iron man and gray man are jogging"
+
+
+@pytest.mark.parametrize("order", [("iron man", "man"), ("man", "iron man")])
+def test_next_free_binds_man_beside_iron_man_in_either_order(order):
+    notes = []
+    spans = dict(zip(order, bind(JOG, *order, notes=notes)))
+    assert spans == {"iron man": (1, 2), "man": (5, 1)}
+    assert len(notes) == 1 and "'man'" in notes[0] and "occurrence 2 of 2 (tokens 5-5)" in notes[0]
+    assert "'man#2'" in notes[0]
+
+
+@pytest.mark.parametrize("order", [("gray man", "man"), ("man", "gray man")])
+def test_next_free_gray_man_and_man(order):
+    spans = dict(zip(order, bind(JOG, *order)))
+    assert spans == {"gray man": (4, 2), "man": (2, 1)}  # man's first occurrence is free: it keeps it
+
+
+def test_first_rule_is_the_official_overlap_error():
+    with pytest.raises(PromptBindingError) as e:
+        bind(JOG, "iron man", "man", rule="first")
+    assert e.value.kind == "overlap" and e.value.index == 1 and e.value.other == 0
+    assert "same words" in str(e.value) and "no other occurrence" not in str(e.value)
+    assert bind(JOG, "iron man", "man#2", rule="first") == [(1, 2), (5, 1)]  # explicit occurrences still work
+    with pytest.raises(ValueError, match="unknown binding rule"):
+        bind(JOG, "man", rule="last")
+
+
+def test_explicit_occurrence():
+    notes = []
+    assert bind(JOG, "man#2", notes=notes) == [(5, 1)]
+    assert "as its '#2' asks" in notes[0]
+    assert bind(JOG, "man#1") == [(2, 1)]
+    assert bind(JOG, "man#2", "iron man") == [(5, 1), (1, 2)]
+    with pytest.raises(PromptBindingError) as e:  # explicit, and claimed: no fallback to another occurrence
+        bind(JOG, "iron man", "man#1")
+    assert e.value.kind == "overlap" and e.value.index == 1
+
+
+def test_words_that_occur_three_times_take_the_one_left_free():
+    gp = "man in red and man in blue and man in green"  # "man" at tokens 1, 5, 9
+    for order in [("man in red", "man in blue", "man"), ("man", "man in red", "man in blue"),
+                  ("man in blue", "man", "man in red")]:
+        spans = dict(zip(order, bind(gp, *order)))
+        assert spans == {"man in red": (1, 3), "man in blue": (5, 3), "man": (9, 1)}, order
+    assert bind(gp, "man", "man", "man") == [(1, 1), (5, 1), (9, 1)]  # identical prompts share out the occurrences
+    assert bind(gp, "man#3", "man in red") == [(9, 1), (1, 3)]
+    with pytest.raises(PromptBindingError) as e:  # four claims on three occurrences
+        bind(gp, "man", "man", "man", "man")
+    assert e.value.kind == "overlap" and "no other occurrence of it is free" in str(e.value)
+
+
+def test_many_unplaceable_prompts_fail_fast():
+    # 12 identical prompts on 11 occurrences: the search is bounded and ends in the overlap error
+    gp = " ".join(["dog"] * 11)
+    with pytest.raises(PromptBindingError) as e:
+        bind(gp, *["dog"] * 12)
+    assert e.value.kind == "overlap" and e.value.index == 11 and "placements were tried" in str(e.value)
+
+
+def test_split_occurrence_syntax():
+    assert split_occurrence("man#2") == ("man", 2)
+    assert split_occurrence("gray man#12") == ("gray man", 12)
+    assert split_occurrence("man") == ("man", None)
+    assert split_occurrence("colour #ff0000") == ("colour #ff0000", None)  # '#' after a space is text
+    assert split_occurrence("C#") == ("C#", None)                          # a bare trailing '#' too
+    assert occurrences([0, 7, 7, 7, 9], [7, 7]) == [1, 2]                  # overlapping occurrences count
+
+
+@pytest.mark.parametrize("prompt,words", [("man#0", "'#0'"), ("man#-1", "'#-1'"), ("man#x", "'#x'"),
+                                          ("man#²", "'#²'")])
+def test_bad_occurrence_suffix(prompt, words):
+    with pytest.raises(PromptBindingError) as e:
+        split_occurrence(prompt)
+    assert e.value.kind == "occurrence" and words in str(e.value) and "'man#2'" in str(e.value)
+    with pytest.raises(PromptBindingError) as e:
+        bind(JOG, "iron man", prompt)
+    assert e.value.kind == "occurrence" and e.value.index == 1
+
+
+def test_occurrence_past_the_last_one():
+    with pytest.raises(PromptBindingError) as e:
+        bind(JOG, "man#5")
+    assert e.value.kind == "occurrence" and e.value.index == 0
+    assert "occurrence 5" in str(e.value) and "2 times" in str(e.value)
+    with pytest.raises(PromptBindingError, match="1 time$"):
+        bind(JOG, "iron man#2")
 
 
 def test_empty_prompt_owns_nothing_and_never_errors():
