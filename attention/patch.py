@@ -19,6 +19,7 @@ from .recorder import RECORDER_KEY, AttentionRecorder
 from .reference import modulated_probs
 from .settings import COND, STLayoutSettings, StepRecord, modulation_weight
 from .spacetime import spacetime_attention
+from .windows import WINDOWS_KEY, TemporalWindows, modulated_attend, plain_attend, windowed_attention
 
 
 class AttentionPatchError(RuntimeError):
@@ -52,6 +53,29 @@ def step_record(extra_options: dict) -> StepRecord | None:
     return StepRecord(step_index(schedule, sigma), max(len(schedule) - 1, 1), sigma_to_timestep(sigma))
 
 
+def branch_self_attention(qc: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, heads: int, extra_options: dict,
+                          modulation: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """The self-attention of one CFG branch: q/k/v [F, N, C] → [F, N, C].
+
+    Full space-time attention over all F·N tokens (docs/design.md §7), or over the temporal windows
+    of the model's `TemporalWindows` (docs/design.md §16); ST-Layout modulated when `modulation` =
+    (query region bits, weight w) is given (§5.3), the keys' bits being the queries' own.
+    """
+    frames, tokens, width = qc.shape
+    qs, ks, vs = qc.reshape(1, -1, width), kc.reshape(1, -1, width), vc.reshape(1, -1, width)
+    windows: TemporalWindows | None = extra_options.get(WINDOWS_KEY)
+    if windows is None or windows.plan(frames).single:
+        if modulation is None:
+            out = spacetime_attention(qs, ks, vs, heads)
+        else:
+            out = modulated_attention(qs, ks, vs, heads, modulation[0], modulation[0], modulation[1])
+    else:
+        attend = plain_attend(heads) if modulation is None else \
+            modulated_attend(heads, modulation[0], modulation[0], modulation[1])
+        out = windowed_attention(qs, ks, vs, heads, windows.plan(frames), frames, attend)
+    return out.reshape(frames, tokens, width)
+
+
 class SpaceTimeSelfAttention:
     """attn1 replacement without modulation: each CFG branch attends over all of its frames."""
 
@@ -62,10 +86,13 @@ class SpaceTimeSelfAttention:
         heads = extra_options["n_heads"]
         codes, frames = cfg_chunks(extra_options, q.shape[0])
         chunks, tokens, width = len(codes), q.shape[1], q.shape[2]
-        out = spacetime_attention(q.reshape(chunks, frames * tokens, width),
-                                  k.reshape(chunks, frames * k.shape[1], width),
-                                  v.reshape(chunks, frames * v.shape[1], width), heads)
-        return out.reshape(q.shape[0], tokens, width)
+        if extra_options.get(WINDOWS_KEY) is None:  # both branches in one fused call
+            out = spacetime_attention(q.reshape(chunks, frames * tokens, width),
+                                      k.reshape(chunks, frames * k.shape[1], width),
+                                      v.reshape(chunks, frames * v.shape[1], width), heads)
+            return out.reshape(q.shape[0], tokens, width)
+        rows = [slice(c * frames, (c + 1) * frames) for c in range(chunks)]
+        return torch.cat([branch_self_attention(q[r], k[r], v[r], heads, extra_options) for r in rows])
 
 
 class STLayoutAttention:
@@ -126,7 +153,11 @@ class STLayoutAttention:
             modulate = active and code in self.branches
             record = recorder is not None and code == COND
             if self.kind == "self":
-                outs.append(self._self_attention(qc, kc, vc, heads, h, w, step if modulate else None))
+                modulation = None
+                if modulate:
+                    q_bits, area = self._region_terms(h, w, q.device)
+                    modulation = (q_bits, modulation_weight(self.strength, step, area))
+                outs.append(branch_self_attention(qc, kc, vc, heads, extra_options, modulation))
                 continue
             if not (modulate or record):
                 outs.append(spacetime_attention(qc, kc, vc, heads))
@@ -134,17 +165,6 @@ class STLayoutAttention:
             outs.append(self._cross_attention(qc, kc, vc, heads, h, w, step, modulate,
                                               recorder if record else None, in_window))
         return torch.cat(outs, dim=0)
-
-    def _self_attention(self, qc, kc, vc, heads, h, w, step: StepRecord | None):
-        """One branch's space-time self-attention; modulated when `step` is given."""
-        frames, tokens, width = qc.shape
-        qs, ks, vs = qc.reshape(1, -1, width), kc.reshape(1, -1, width), vc.reshape(1, -1, width)
-        if step is None:
-            out = spacetime_attention(qs, ks, vs, heads)
-        else:
-            q_bits, area = self._region_terms(h, w, qc.device)
-            out = modulated_attention(qs, ks, vs, heads, q_bits, q_bits, modulation_weight(self.strength, step, area))
-        return out.reshape(frames, tokens, width)
 
     def _cross_attention(self, qc, kc, vc, heads, h, w, step: StepRecord, modulate: bool,
                          recorder: AttentionRecorder | None, in_window: bool):

@@ -16,6 +16,7 @@ w_q (with the clip's area term) is passed in unchanged. Nothing here imports Com
 """
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -272,3 +273,34 @@ def modulated_attend(heads: int, q_bits: torch.Tensor, k_bits: torch.Tensor, wei
         return modulated_attention(q_w, k_w, v_w, heads, _take(q_bits, q_index), _take(k_bits, k_index), w,
                                    route=route)
     return attend
+
+
+@dataclass(frozen=True)
+class TemporalWindows:
+    """The windows a user asked for (VideoGrainTemporalWindows); `plan(frames)` fits them to a clip.
+
+    Lives in the model's transformer_options under `WINDOWS_KEY`, so inversion and editing, which
+    both take that model, use the same windows.
+    """
+
+    window: int
+    overlap: int
+    anchors: int
+
+    def __post_init__(self) -> None:
+        plan_windows(max(self.window, self.anchors, 1), self.window, self.overlap, self.anchors)  # validates
+
+    def plan(self, frames: int) -> WindowPlan:
+        """The window plan for a clip of `frames` frames (WindowError when it has fewer than the anchors)."""
+        return _cached_plan(frames, self.window, self.overlap, self.anchors)
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+WINDOWS_KEY = "videograin_windows"  # transformer_options key of a TemporalWindows
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_plan(frames: int, window: int, overlap: int, anchors: int) -> WindowPlan:
+    return plan_windows(frames, window, overlap, anchors)

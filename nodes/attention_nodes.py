@@ -6,7 +6,8 @@ import torch
 from ..attention.settings import STLayoutSettings
 from ..masks.preview import heat_colours
 from .errors import VideoGrainInputError
-from .model_patch import LEVELS, check_sd15, stlayout_clone
+from ..attention.windows import TemporalWindows, WindowError
+from .model_patch import LEVELS, WINDOWS_NODE, check_sd15, stlayout_clone, windows_clone
 
 
 class VideoGrainApplySTLayout:
@@ -99,11 +100,48 @@ class VideoGrainAttentionMaps:
         return (heat.clamp(0, 1).float(), "\n".join(lines))
 
 
+class VideoGrainTemporalWindows:
+    DESCRIPTION = ("Long clips: runs the space-time self-attention over overlapping windows of frames instead of "
+                   "the whole clip, so time and memory grow linearly with the frame count. Every window also "
+                   "attends to a few anchor frames shared by all windows (modulated like its own frames), so "
+                   "identity and colours agree across windows; overlapping outputs are blended. Put it on the "
+                   "model that goes to both VideoGrainInvert and VideoGrainApplySTLayout. A window of at least "
+                   "the clip's length is exactly full attention.")
+    CATEGORY = "VideoGrain/edit"
+    FUNCTION = "apply"
+    RETURN_TYPES = ("MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("A clone of the model with windowed space-time self-attention.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "An SD1.5-family model, before VideoGrainInvert and VideoGrainApplySTLayout."}),
+            "window": ("INT", {"default": 16, "min": 2, "max": 4096, "tooltip":
+                       "Frames per window (16 is what the paper edits at once; the clip's length or more = full "
+                       "attention)."}),
+            "overlap": ("INT", {"default": 4, "min": 0, "max": 4095, "tooltip":
+                        "Frames shared by neighbouring windows, blended with ramps (less than window)."}),
+            "anchors": ("INT", {"default": 2, "min": 0, "max": 64, "tooltip":
+                        "Frames spread over the clip whose keys every window also attends to (0 = none)."}),
+        }}
+
+    def apply(self, model, window, overlap, anchors):
+        check_sd15(model, WINDOWS_NODE)
+        try:
+            windows = TemporalWindows(window, overlap, anchors)
+        except WindowError as exc:
+            raise VideoGrainInputError(WINDOWS_NODE, exc.input_name, exc.problem, exc.fix) from exc
+        return (windows_clone(model, windows),)
+
+
 NODE_CLASS_MAPPINGS = {
+    WINDOWS_NODE: VideoGrainTemporalWindows,
     "VideoGrainApplySTLayout": VideoGrainApplySTLayout,
     "VideoGrainAttentionMaps": VideoGrainAttentionMaps,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
+    WINDOWS_NODE: "VideoGrain Temporal Windows",
     "VideoGrainApplySTLayout": "VideoGrain ST-Layout Attn",
     "VideoGrainAttentionMaps": "VideoGrain Attention Maps",
 }

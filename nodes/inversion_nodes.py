@@ -20,7 +20,7 @@ from ..sampling.blend import DEFAULT_MODE, MODES, BackgroundBlend
 from ..sampling.inversion import Inversion
 from ..sampling.schedule import editing_sigmas
 from .errors import VideoGrainInputError, out_of_memory_hint
-from .model_patch import check_sd15, prepare_edit_model, spacetime_clone
+from .model_patch import check_sd15, check_windows, prepare_edit_model, spacetime_clone
 from .notify import warn
 
 INVERT = "VideoGrainInvert"
@@ -134,6 +134,7 @@ class VideoGrainInvert:
     def invert(self, model, positive, latent, steps):
         check_sd15(model, INVERT)
         samples = _latent_samples(latent, INVERT, model)
+        check_windows(model, samples.shape[0])
         work = spacetime_clone(model, INVERT)
         sigmas = inversion_schedule(work.get_model_object("model_sampling"), steps)
         up = sigmas[:-1].flip(0)
@@ -208,6 +209,7 @@ class VideoGrainSampler:
                                        f"pick one of {', '.join(MODES)}")
         check_sd15(model, SAMPLER)
         frames, _, h, w = inversion.latent_T.shape
+        check_windows(model, frames)
         work, layout, recorder = prepare_edit_model(model)
         if layout is not None and (layout.frames != frames or tuple(layout.latent_size) != (h, w)):
             lh, lw = layout.latent_size

@@ -8,6 +8,7 @@ from __future__ import annotations
 from ..attention.patch import SpaceTimeSelfAttention, STLayoutAttention
 from ..attention.recorder import RECORDER_KEY, AttentionRecorder
 from ..attention.settings import STLayoutSettings
+from ..attention.windows import WINDOWS_KEY, TemporalWindows, WindowError
 
 STATE_KEY = "videograin"  # transformer_options key holding the EditPatch of an ST-Layout model
 
@@ -60,8 +61,18 @@ def _clone_checked(model, node: str):
 
 
 def spacetime_clone(model, node: str = "VideoGrainInvert"):
-    """A clone whose attn1 layers run full space-time self-attention over all frames (no modulation)."""
+    """A clone whose attn1 layers run full space-time self-attention over all frames (no modulation).
+
+    A model that went through VideoGrainApplySTLayout loses its modulation on the clone (the inversion
+    must never be modulated, docs/design.md §1); temporal windows and other options stay.
+    """
     m = _clone_checked(model, node)
+    options = m.model_options["transformer_options"]
+    if options.pop(STATE_KEY, None) is not None:
+        replace = dict(options.get("patches_replace", {}))
+        replace["attn2"] = {key: fn for key, fn in replace.get("attn2", {}).items()
+                            if not isinstance(fn, STLayoutAttention)}
+        options["patches_replace"] = replace
     patch = SpaceTimeSelfAttention()
     for block_name, number in SD15_BLOCKS:
         m.set_model_attn1_replace(patch, block_name, number)
@@ -99,3 +110,27 @@ def prepare_edit_model(model):
     recorder = AttentionRecorder(patch.layout, LEVELS[patch.levels])
     m.model_options["transformer_options"][RECORDER_KEY] = recorder
     return m, patch.layout, recorder
+
+
+WINDOWS_NODE = "VideoGrainTemporalWindows"
+
+
+def windows_clone(model, windows: TemporalWindows):
+    """A clone whose self-attention runs over `windows` in inversion and editing (docs/design.md §16)."""
+    m = model.clone()
+    m.model_options["transformer_options"][WINDOWS_KEY] = windows
+    return m
+
+
+def check_windows(model, frames: int) -> None:
+    """Refuse, before any UNet call, temporal windows that do not fit a clip of `frames` frames."""
+    from .errors import VideoGrainInputError
+
+    windows = model.model_options.get("transformer_options", {}).get(WINDOWS_KEY)
+    if windows is None:
+        return
+    try:
+        windows.plan(frames)
+    except WindowError as exc:
+        raise VideoGrainInputError(WINDOWS_NODE, exc.input_name, f"{exc.problem} (the clip has {frames} frames)",
+                                   exc.fix) from exc

@@ -149,3 +149,39 @@ def test_recorder_lists_blocks_the_patch_never_ran_at():
     opts["block"] = ("middle", 0)
     STLayoutAttention("cross", layout, STLayoutSettings())(q, k, v, opts)
     assert recorder.missing() == [("self", ("middle", 0))]
+
+
+# --- temporal windows in the patches (docs/design.md §16) ------------------------------------------
+
+def _with_windows(opts, window, overlap=0, anchors=0):
+    from videograin.attention.windows import WINDOWS_KEY, TemporalWindows
+    return {**opts, WINDOWS_KEY: TemporalWindows(window, overlap, anchors)}
+
+
+def test_windows_covering_the_clip_are_bit_identical_to_full_attention():
+    q, k, v = qkv(2 * F)
+    layout = make_layout()
+    for patch in (SpaceTimeSelfAttention(), STLayoutAttention("self", layout, STLayoutSettings(self_branch="both"))):
+        full = patch(q, k, v, options([1, 0], 0))
+        assert torch.equal(patch(q, k, v, _with_windows(options([1, 0], 0), F)), full)
+        assert torch.equal(patch(q, k, v, _with_windows(options([1, 0], 0), F + 5, 2, 1)), full)
+
+
+def test_windows_restrict_each_branch_to_its_windows_modulated_like_full_keys():
+    from videograin.attention.windows import modulated_attend, plan_windows, windowed_attention
+    q, k, v = qkv(2 * F)
+    layout = make_layout()
+    settings = STLayoutSettings(self_branch="both")
+    opts = _with_windows(options([1, 0], 0), 2, 1, 1)
+    out = STLayoutAttention("self", layout, settings)(q, k, v, opts)
+    assert not torch.allclose(out, STLayoutAttention("self", layout, settings)(q, k, v, options([1, 0], 0)))
+    t = sigma_to_timestep(editing_sigmas(50)[0])
+    weight = settings.self_strength * time_factor(t) * layout.self_area(H, W)
+    bits = layout.query_bits(H, W)
+    plan = plan_windows(F, 2, 1, 1)
+    for chunk in range(2):
+        flat = [branch(x, chunk).reshape(1, F * H * W, -1) for x in (q, k, v)]
+        expected = windowed_attention(*flat, HEADS, plan, F, modulated_attend(HEADS, bits, bits, weight))
+        torch.testing.assert_close(branch(out, chunk), expected.reshape(F, H * W, -1))
+    plain = SpaceTimeSelfAttention()(q, k, v, opts)
+    assert not torch.allclose(plain, SpaceTimeSelfAttention()(q, k, v, options([1, 0], 0)))
