@@ -6,6 +6,7 @@ mask conds, CFG, model wrappers) and the σ schedule is core's `ddim_uniform`.
 """
 from __future__ import annotations
 
+import logging
 
 import torch
 
@@ -17,14 +18,20 @@ import latent_preview
 from ..attention.recorder import AttentionRecord
 from ..sampling import ddim
 from ..sampling.blend import DEFAULT_MODE, MODES, BackgroundBlend
+from ..sampling.cache import CacheError, CacheKeyError, InversionCache
 from ..sampling.inversion import Inversion
 from ..sampling.schedule import editing_sigmas
 from .errors import VideoGrainInputError, out_of_memory_hint
+from .inversion_cache import CACHE_ENV, cache_folder, inversion_key
 from .model_patch import check_sd15, check_windows, prepare_edit_model, spacetime_clone
 from .notify import warn
 
 INVERT = "VideoGrainInvert"
 SAMPLER = "VideoGrainSampler"
+_log = logging.getLogger("videograin")
+CACHE_MODES = ("on", "off", "refresh")
+DEFAULT_CAP_GB = 20.0
+_put_failed: set[str] = set()  # cache folders whose write failure the user was already told about
 OOM_FIX = ("load fewer frames (VideoGrainLoadVideo frame_load_cap) or a smaller size (width/height); "
            "memory grows with frames × pixels")
 
@@ -42,28 +49,6 @@ def inversion_schedule(model_sampling, steps: int) -> torch.Tensor:
                      f"by 1000 // {steps} = {1000 // steps} timesteps (50, 25, 20 or 10 steps divide evenly); the "
                      f"inversion and the edit both run {len(sigmas) - 1}")
     return sigmas
-
-
-def _describe(obj, depth: int = 0):
-    """Conditioning values as plain data for hashing; ControlNets by their inputs, other objects by id."""
-    if isinstance(obj, (torch.Tensor, bool, int, float, str)) or obj is None:
-        return obj
-    if isinstance(obj, (list, tuple)):
-        return [_describe(o, depth) for o in obj]
-    if isinstance(obj, dict):
-        return {str(k): _describe(v, depth) for k, v in obj.items()}
-    if hasattr(obj, "cond_hint_original") and depth < 16:  # comfy.controlnet.ControlBase and subclasses
-        return {"type": type(obj).__name__, "hint": obj.cond_hint_original,
-                "strength": float(getattr(obj, "strength", 1.0)),
-                "range": list(getattr(obj, "timestep_percent_range", ())),
-                "weights": id(getattr(obj, "control_model", None)),
-                "previous": _describe(getattr(obj, "previous_controlnet", None), depth + 1)}
-    return f"{type(obj).__qualname__}@{id(obj)}"  # process-local identity
-
-
-def model_identity(model) -> str:
-    """The loaded weights (object identity, valid within one server run) and their LoRA/weight patches."""
-    return f"{type(model.model).__name__}:{id(model.model)}:{getattr(model, 'patches_uuid', '')}"
 
 
 def _latent_samples(latent, node: str, model) -> torch.Tensor:
@@ -129,14 +114,59 @@ class VideoGrainInvert:
             "latent": ("LATENT", {"tooltip": "The source frames encoded with core VAEEncode."}),
             "steps": ("INT", {"default": 50, "min": 1, "max": 1000,
                               "tooltip": "DDIM steps; VideoGrainSampler must use the same number (official: 50)."}),
+        }, "optional": {
+            "cache": (list(CACHE_MODES), {"default": "on", "tooltip": (
+                "Disk inversion cache: on reuses an inversion of the same frames, source prompt, model (weights, "
+                "LoRAs), ControlNets, steps and options, also after a restart; off bypasses it; refresh "
+                "recomputes and overwrites. Folder: <ComfyUI user dir>/videograin/inversion_cache (not the temp "
+                f"folder, which ComfyUI empties at start and exit); the environment variable {CACHE_ENV} "
+                "overrides it.")}),
+            "cache_cap_gb": ("FLOAT", {"default": DEFAULT_CAP_GB, "min": 0.0, "max": 100000.0, "step": 0.5,
+                                       "tooltip": "Size cap of the inversion cache folder in GB; the least "
+                                                  "recently used inversions are deleted beyond it."}),
         }}
 
-    def invert(self, model, positive, latent, steps):
+    def invert(self, model, positive, latent, steps, cache="on", cache_cap_gb=DEFAULT_CAP_GB):
+        if cache not in CACHE_MODES:
+            raise VideoGrainInputError(INVERT, "cache", f"unknown mode {cache!r}", f"pick one of {', '.join(CACHE_MODES)}")
+        store = None
+        if cache != "off":
+            try:
+                store = InversionCache(cache_folder(), int(float(cache_cap_gb) * 1e9))
+            except CacheError:
+                raise VideoGrainInputError(INVERT, "cache_cap_gb", f"the cache cap is {cache_cap_gb} GB; a cap of 0 "
+                                           "would delete every inversion as soon as it is written",
+                                           "set a cap above 0 (default 20 GB), or set cache to off") from None
         check_sd15(model, INVERT)
         samples = _latent_samples(latent, INVERT, model)
         check_windows(model, samples.shape[0])
         work = spacetime_clone(model, INVERT)
         sigmas = inversion_schedule(work.get_model_object("model_sampling"), steps)
+        key = _cache_key(model, positive, samples, steps, sigmas) if store is not None else ""
+        out = {k: v for k, v in latent.items() if k not in ("samples", "noise_mask")}
+        if key and cache == "on":
+            hit = store.get(key)
+            if hit is not None and hit.steps == int(steps) and tuple(hit.source.shape) == tuple(samples.shape):
+                _log.info("[VideoGrain] inversion cache hit %s (the UNet is not run)", store.path(key))
+                hit.key = key
+                out["samples"] = hit.latent_T
+                return (hit, out)
+        record = self._run(work, positive, samples, sigmas, steps)
+        record.key = key
+        if key:
+            if store.put(key, record, meta={"frames": int(samples.shape[0]), "steps": int(steps)}):
+                _log.info("[VideoGrain] inversion stored in the cache: %s", store.path(key))
+            elif str(store.folder) not in _put_failed:
+                _put_failed.add(str(store.folder))
+                warn(INVERT, f"could not store the inversion in the cache folder {store.folder} (see the log); "
+                             f"the edit runs on, uncached. Fix: make the folder writable, free disk space, set "
+                             f"{CACHE_ENV} to a writable folder or raise cache_cap_gb")
+        out["samples"] = record.latent_T
+        return (record, out)
+
+    @staticmethod
+    def _run(work, positive, samples, sigmas, steps) -> Inversion:
+        """The inversion itself (UNet calls through core's sample_custom)."""
         up = sigmas[:-1].flip(0)
         captured = {}
 
@@ -156,11 +186,21 @@ class VideoGrainInvert:
                                                   disable_pbar=True, seed=0)
         latent_T = latent_T.detach().float().cpu()
         trajectory = torch.stack([t.detach().float().cpu() for t in captured["trajectory"]])
-        record = Inversion(latent_T=latent_T, source=samples.detach().float().cpu(), trajectory=trajectory,
-                           sigmas=sigmas, steps=int(steps))
-        out = {k: v for k, v in latent.items() if k not in ("samples", "noise_mask")}
-        out["samples"] = latent_T
-        return (record, out)
+        return Inversion(latent_T=latent_T, source=samples.detach().float().cpu(), trajectory=trajectory,
+                         sigmas=sigmas, steps=int(steps))
+
+
+def _cache_key(model, positive, samples, steps, sigmas) -> str:
+    """The inversion's cache key, or "" (uncached, with a warning) when an input cannot be keyed."""
+    try:
+        key, opaque = inversion_key(model, positive, samples, steps, sigmas)
+    except CacheKeyError as e:
+        warn(INVERT, f"the inversion is not cached: {e}")
+        return ""
+    if opaque:
+        _log.warning("[VideoGrain] the inversion cache key reads these objects by type only (two of one type "
+                     "are not told apart): %s", ", ".join(sorted(opaque)))
+    return key
 
 
 class VideoGrainSampler:
@@ -242,5 +282,38 @@ class VideoGrainSampler:
         return ({"samples": samples}, attention)
 
 
-NODE_CLASS_MAPPINGS = {INVERT: VideoGrainInvert, SAMPLER: VideoGrainSampler}
-NODE_DISPLAY_NAME_MAPPINGS = {INVERT: "VideoGrain Invert (DDIM)", SAMPLER: "VideoGrain Sampler"}
+CLEAR = "VideoGrainClearInversionCache"
+
+
+class VideoGrainClearInversionCache:
+    DESCRIPTION = ("Deletes every inversion in VideoGrainInvert's disk cache (<ComfyUI user dir>/videograin/"
+                   f"inversion_cache, or ${CACHE_ENV}) and reports how many entries and bytes were removed. "
+                   "Queue it on its own; it runs every time.")
+    CATEGORY = "VideoGrain/edit"
+    FUNCTION = "clear"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("report",)
+    OUTPUT_TOOLTIPS = ("What was removed, e.g. \"removed 3 inversions (41.2 MB) from <folder>\".",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    @classmethod
+    def IS_CHANGED(cls, **_):
+        return float("nan")  # never equal to itself: ComfyUI runs the node on every queue
+
+    def clear(self):
+        store = InversionCache(cache_folder(), 1)  # the cap plays no part in clearing
+        size = sum(e.size_bytes for e in store.entries())
+        removed = store.clear()
+        left = sum(e.size_bytes for e in store.entries())
+        report = f"removed {removed} inversions ({(size - left) / 1e6:.1f} MB) from {store.folder}"
+        _log.info("[VideoGrain] %s", report)
+        return {"ui": {"text": [report]}, "result": (report,)}
+
+
+NODE_CLASS_MAPPINGS = {INVERT: VideoGrainInvert, SAMPLER: VideoGrainSampler, CLEAR: VideoGrainClearInversionCache}
+NODE_DISPLAY_NAME_MAPPINGS = {INVERT: "VideoGrain Invert (DDIM)", SAMPLER: "VideoGrain Sampler",
+                              CLEAR: "VideoGrain Clear Inversion Cache"}
