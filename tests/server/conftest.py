@@ -42,7 +42,11 @@ def comfy_server(tmp_path_factory, host_paths):
     """The real ComfyUI server with the pack (fails with the server log if the pack did not load)."""
     root = tmp_path_factory.mktemp("comfy")
     server = comfy_server_module.ComfyServer(host_paths, output_dir=root / "output", temp_dir=root / "temp",
-                                             log_path=root / "comfyui.log")
+                                             log_path=root / "comfyui.log",
+                                             # A per-session inversion cache: hits from earlier sessions
+                                             # would hide the inversion from tests that watch it run.
+                                             env={"VIDEOGRAIN_CACHE_DIR": str(root / "inversion_cache")})
+    server.cache_dir = root / "inversion_cache"
     try:
         server.start()
         server.check_pack_loaded()
