@@ -231,6 +231,8 @@ def _flex(qh, kh, vh, scale, q_bits, k_bits, w, beta) -> torch.Tensor:
         except torch.cuda.OutOfMemoryError:
             raise
         except Exception as exc:  # noqa: BLE001 - compiler/toolchain limits differ per GPU and torch
+            if type(exc).__name__ == "InterruptProcessingException":  # a cancel (an Exception on 0.3.75)
+                raise
             last = _flex_failures[key] = f"{type(exc).__name__}: {exc}"
     raise FlexUnavailable(last)
 

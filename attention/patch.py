@@ -9,6 +9,7 @@ per-size tensors; nothing here imports ComfyUI.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import torch
@@ -20,6 +21,18 @@ from .reference import modulated_probs
 from .settings import COND, STLayoutSettings, StepRecord, modulation_weight
 from .spacetime import spacetime_attention
 from .windows import WINDOWS_KEY, TemporalWindows, modulated_attend, plain_attend, windowed_attention
+
+
+# transformer_options key of a context-manager factory under which tensors kept across model calls are
+# created (the node layer sets ComfyUI's `model_prefetch.pause_malloc_graph` where it exists, so such
+# tensors stay outside a captured allocation graph; absent on ComfyUI 0.3.75).
+ALLOC_GUARD_KEY = "videograin_alloc_guard"
+
+
+def alloc_guard(extra_options: dict):
+    """The context under which to create tensors that outlive this call (a no-op without a guard)."""
+    factory = extra_options.get(ALLOC_GUARD_KEY)
+    return factory() if callable(factory) else contextlib.nullcontext()
 
 
 class AttentionPatchError(RuntimeError):
@@ -113,13 +126,16 @@ class STLayoutAttention:
     def __deepcopy__(self, memo):
         return self
 
-    def _region_terms(self, h: int, w: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(query region bits, area term) for this layer size, cached per size and device."""
+    def _region_terms(self, h: int, w: int, device, extra_options: dict | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(query region bits, area term) for this layer size, cached per size and device; created under
+        the model's allocation guard (`ALLOC_GUARD_KEY`), as they outlive the call."""
         key = (h, w, str(device))
         with self._lock:
             if key not in self._cache:
-                area = self.layout.self_area(h, w) if self.kind == "self" else self.layout.cross_area(h, w)
-                self._cache[key] = (self.layout.query_bits(h, w).to(device), area.to(device, torch.float32))
+                with alloc_guard(extra_options or {}):
+                    area = self.layout.self_area(h, w) if self.kind == "self" else self.layout.cross_area(h, w)
+                    self._cache[key] = (self.layout.query_bits(h, w).to(device), area.to(device, torch.float32))
             return self._cache[key]
 
     def _key_bits(self, tokens: int, device) -> torch.Tensor:
@@ -155,7 +171,7 @@ class STLayoutAttention:
             if self.kind == "self":
                 modulation = None
                 if modulate:
-                    q_bits, area = self._region_terms(h, w, q.device)
+                    q_bits, area = self._region_terms(h, w, q.device, extra_options)
                     modulation = (q_bits, modulation_weight(self.strength, step, area))
                 outs.append(branch_self_attention(qc, kc, vc, heads, extra_options, modulation))
                 continue
@@ -163,15 +179,15 @@ class STLayoutAttention:
                 outs.append(spacetime_attention(qc, kc, vc, heads))
                 continue
             outs.append(self._cross_attention(qc, kc, vc, heads, h, w, step, modulate,
-                                              recorder if record else None, in_window))
+                                              recorder if record else None, in_window, extra_options))
         return torch.cat(outs, dim=0)
 
     def _cross_attention(self, qc, kc, vc, heads, h, w, step: StepRecord, modulate: bool,
-                         recorder: AttentionRecorder | None, in_window: bool):
+                         recorder: AttentionRecorder | None, in_window: bool, extra_options: dict | None = None):
         """One branch's cross-attention: every frame sees the same text, so the frames' queries form one
         sequence against the 77 keys of the first frame. Recording never changes the output."""
         frames, tokens, width = qc.shape
-        q_bits, area = self._region_terms(h, w, qc.device)
+        q_bits, area = self._region_terms(h, w, qc.device, extra_options)
         weight = modulation_weight(self.strength, step, area) if modulate else torch.zeros_like(area)
         k_bits = self._key_bits(kc.shape[1], qc.device)
         qs = qc.reshape(1, frames * tokens, width)

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ..attention.patch import SpaceTimeSelfAttention, STLayoutAttention
+from ..attention.patch import ALLOC_GUARD_KEY, SpaceTimeSelfAttention, STLayoutAttention
 from ..attention.recorder import RECORDER_KEY
 from ..attention.windows import TemporalWindows
 from ..sampling.cache import CacheKeyError, describe, inversion_cache_key, patches_fingerprint, weights_fingerprint
@@ -32,7 +32,7 @@ CACHE_ENV = "VIDEOGRAIN_CACHE_DIR"
 ALGORITHM = "ddim-invert-v1"
 # transformer_options keys that never change the inversion: per-run state and the ST-Layout patch
 # (spacetime_clone drops it), and keys core sets during sampling.
-_IGNORED_OPTIONS = {RECORDER_KEY, "videograin", "cond_or_uncond", "sigmas", "sample_sigmas", "uuids",
+_IGNORED_OPTIONS = {RECORDER_KEY, ALLOC_GUARD_KEY, "videograin", "cond_or_uncond", "sigmas", "sample_sigmas", "uuids",
                     "activations_shape", "original_shape", "block", "block_index", "transformer_index"}
 _OURS = (SpaceTimeSelfAttention, STLayoutAttention)
 

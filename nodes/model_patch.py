@@ -5,7 +5,7 @@ state (the attention recorder) lives under the pack's own key in the clone's tra
 """
 from __future__ import annotations
 
-from ..attention.patch import SpaceTimeSelfAttention, STLayoutAttention
+from ..attention.patch import ALLOC_GUARD_KEY, SpaceTimeSelfAttention, STLayoutAttention
 from ..attention.recorder import RECORDER_KEY, AttentionRecorder
 from ..attention.settings import STLayoutSettings
 from ..attention.windows import WINDOWS_KEY, TemporalWindows, WindowError
@@ -49,6 +49,17 @@ def _foreign_keys(model) -> list:
             if not isinstance(fn, ours)]
 
 
+def malloc_guard():
+    """ComfyUI's `model_prefetch.pause_malloc_graph` where it exists (current releases: tensors made under
+    it stay outside a captured allocation graph), else None (0.3.75)."""
+    try:
+        from comfy import model_prefetch
+    except ImportError:
+        return None
+    guard = getattr(model_prefetch, "pause_malloc_graph", None)
+    return guard if callable(guard) else None
+
+
 def _clone_checked(model, node: str):
     from .errors import VideoGrainInputError
 
@@ -68,6 +79,9 @@ def spacetime_clone(model, node: str = "VideoGrainInvert"):
     """
     m = _clone_checked(model, node)
     options = m.model_options["transformer_options"]
+    guard = malloc_guard()
+    if guard is not None:
+        options[ALLOC_GUARD_KEY] = guard
     if options.pop(STATE_KEY, None) is not None:
         replace = dict(options.get("patches_replace", {}))
         replace["attn2"] = {key: fn for key, fn in replace.get("attn2", {}).items()

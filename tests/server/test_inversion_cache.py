@@ -95,7 +95,7 @@ def test_cache_survives_a_restart_and_recovers_from_damage(server_module, host_p
     finally:
         server.stop()
     files = entries(cache_dir)
-    assert unet_first == unet_off == STEPS and len(files) == 1 and files[0].suffix == ".safetensors"
+    assert unet_first == unet_off > 0 and len(files) == 1 and files[0].suffix == ".safetensors"
 
     server, client = start(server_module, host_paths, tmp_path, cache_dir, "second")  # a real restart
     try:
@@ -103,22 +103,27 @@ def test_cache_survives_a_restart_and_recovers_from_damage(server_module, host_p
         _, unet_hit, t_hit = run_counting(client, edit_prompt(tiny_model, clip_name, "a yellow ball", "vgc_b"))
         assert unet_hit == 0, server.log_tail()
         assert "[VideoGrain] inversion cache hit" in server.log_text() and str(files[0]) in server.log_text()
-        print(f"[cache numbers, tiny model, {FRAMES}x{SIZE}px, {STEPS} steps] re-edit after restart: "  # noqa: T201
-              f"{t_hit:.2f} s with 0 inversion UNet steps (cache hit); first edit {t_first:.2f} s, "
-              f"cache off {t_off:.2f} s with {STEPS} inversion UNet steps")
+        # The same re-edit, warm, without the cache (for the numbers only).
+        _, unet_warm_off, t_warm_off = run_counting(client, edit_prompt(tiny_model, clip_name, "a pink ball",
+                                                                        "vgc_w", cache="off"))
+        _, _, t_warm_hit = run_counting(client, edit_prompt(tiny_model, clip_name, "a grey ball", "vgc_h", cap=21.0))
+        print(f"[cache numbers, tiny model, {FRAMES}x{SIZE}px, {STEPS} steps, CPU] before the restart: first edit "  # noqa: T201
+              f"{t_first:.2f} s, cache off {t_off:.2f} s ({unet_off} inversion steps); after the restart: first "
+              f"re-edit {t_hit:.2f} s (model load included) with {unet_hit} inversion steps; warm re-edit with the "
+              f"cache {t_warm_hit:.2f} s (0 steps), without {t_warm_off:.2f} s ({unet_warm_off} steps)")
 
         # A truncated file is detected, reported and recomputed (a new cap forces ComfyUI to re-run the node).
         data = files[0].read_bytes()
         files[0].write_bytes(data[: len(data) // 2])
         _, unet_damaged, _ = run_counting(client, edit_prompt(tiny_model, clip_name, "a yellow ball", "vgc_c", cap=19.0))
-        assert unet_damaged == STEPS
+        assert unet_damaged == unet_off
         assert "is unusable" in server.log_text()
         # ... and a corrupted one (same length, flipped bytes in the tensor data).
         data = bytearray(files[0].read_bytes())
         data[-64:] = bytes(255 - x for x in data[-64:])
         files[0].write_bytes(bytes(data))
         _, unet_corrupt, _ = run_counting(client, edit_prompt(tiny_model, clip_name, "a yellow ball", "vgc_d", cap=18.0))
-        assert unet_corrupt == STEPS and "sha256" in server.log_text()
+        assert unet_corrupt == unet_off and "sha256" in server.log_text()
 
         # Two queued prompts that write the same key (refresh recomputes and overwrites) leave one valid file.
         ids = [client.queue(edit_prompt(tiny_model, clip_name, "a cyan ball", f"vgc_r{i}", cache="refresh",
@@ -148,7 +153,7 @@ def test_unwritable_cache_folder_warns_and_the_edit_runs(server_module, host_pat
     server, client = start(server_module, host_paths, tmp_path, blocker / "cache", "unwritable")
     try:
         outputs, unet, _ = run_counting(client, edit_prompt(tiny_model, clip_name, "a blue ball", "vgc_u"))
-        assert unet == STEPS and len(client.output_files(outputs["15"])) >= FRAMES
+        assert unet > 0 and len(client.output_files(outputs["15"])) >= FRAMES
         assert any("could not store the inversion" in w.get("message", "") for w in client.warnings)
     finally:
         server.stop()
