@@ -100,3 +100,15 @@ def test_edit_workflow_runs_and_writes_its_videos(comfy, tiny_model, name):
     assert edit_file.suffix == ".mp4" and maps_file.suffix == ".mp4"
     assert frames_of(edit_file) == (3, (64, 128))           # 512×320 fitted into 128×128, snapped to 64
     assert frames_of(maps_file) == (3 * regions, (64, 128))  # one heatmap per region and frame
+
+
+def test_many_prompts_workflow_inverts_once_and_writes_one_video_per_prompt_set(comfy, tiny_model):
+    prompt = small(json.loads((API_DIR / "videograin_many_prompts.json").read_text()), tiny_model)
+    [invert] = [k for k, n in prompt.items() if n["class_type"] == "VideoGrainInvert"]
+    samplers = [n for n in prompt.values() if n["class_type"] == "VideoGrainSampler"]
+    assert len(samplers) == 3 and all(n["inputs"]["inversion"] == [invert, 0] for n in samplers)
+    outputs = comfy.run(prompt, timeout=600)
+    saves = sorted(k for k, n in prompt.items() if n["class_type"] == "VideoGrainSaveVideo")
+    files = [comfy.output_files(outputs[k]) for k in saves]
+    assert all(len(f) == 1 and f[0].suffix == ".mp4" and frames_of(f[0]) == (3, (64, 128)) for f in files)
+    assert len({f[0].name for f in files}) == 3
