@@ -7,6 +7,7 @@ mask conds, CFG, model wrappers) and the σ schedule is core's `ddim_uniform`.
 from __future__ import annotations
 
 import logging
+import time
 
 import torch
 
@@ -142,17 +143,21 @@ class VideoGrainInvert:
         check_windows(model, samples.shape[0])
         work = spacetime_clone(model, INVERT)
         sigmas = inversion_schedule(work.get_model_object("model_sampling"), steps)
+        started = time.perf_counter()
         key = _cache_key(model, positive, samples, steps, sigmas) if store is not None else ""
         out = {k: v for k, v in latent.items() if k not in ("samples", "noise_mask")}
         if key and cache == "on":
             hit = store.get(key)
             if hit is not None and hit.steps == int(steps) and tuple(hit.source.shape) == tuple(samples.shape):
-                _log.info("[VideoGrain] inversion cache hit %s (the UNet is not run)", store.path(key))
+                _log.info("[VideoGrain] inversion cache hit %s (key and load %.2f s; the UNet is not run)",
+                          store.path(key), time.perf_counter() - started)
                 hit.key = key
                 out["samples"] = hit.latent_T
                 return (hit, out)
         record = self._run(work, positive, samples, sigmas, steps)
         record.key = key
+        _log.info("[VideoGrain] inversion computed: %d steps in %.2f s (cache %s)", record.schedule_steps,
+                  time.perf_counter() - started, cache)
         if key:
             if store.put(key, record, meta={"frames": int(samples.shape[0]), "steps": int(steps)}):
                 _log.info("[VideoGrain] inversion stored in the cache: %s", store.path(key))

@@ -6,6 +6,7 @@ node: one per DDIM step, none when the inversion comes from the cache.
 """
 from __future__ import annotations
 
+import re
 import time
 import uuid
 
@@ -107,6 +108,10 @@ def test_cache_survives_a_restart_and_recovers_from_damage(server_module, host_p
         _, unet_warm_off, t_warm_off = run_counting(client, edit_prompt(tiny_model, clip_name, "a pink ball",
                                                                         "vgc_w", cache="off"))
         _, _, t_warm_hit = run_counting(client, edit_prompt(tiny_model, clip_name, "a grey ball", "vgc_h", cap=21.0))
+        log = server.log_text()
+        hit_s = [float(x) for x in re.findall(r"inversion cache hit .*?key and load ([0-9.]+) s", log)]
+        run_s = [float(x) for x in re.findall(r"inversion computed: \d+ steps in ([0-9.]+) s", log)]
+        print(f"[cache numbers, Invert node only] hits {hit_s} s, computed {run_s} s")  # noqa: T201
         print(f"[cache numbers, tiny model, {FRAMES}x{SIZE}px, {STEPS} steps, CPU] before the restart: first edit "  # noqa: T201
               f"{t_first:.2f} s, cache off {t_off:.2f} s ({unet_off} inversion steps); after the restart: first "
               f"re-edit {t_hit:.2f} s (model load included) with {unet_hit} inversion steps; warm re-edit with the "
