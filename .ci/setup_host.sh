@@ -40,6 +40,25 @@ STAMP="$HOST/.setup-stamp"
 WANT="$(stamp_inputs)"
 
 VPY="$VENV/bin/python"
+# A second, newer ComfyUI frontend for tests/server/test_frontend.py (the host's own is 1.32.9, what
+# 0.3.75 requires); served with --front-end-root. Pinned: the newest release that installed here.
+FRONTEND_NEW_VERSION="1.58.1"
+FRONTEND_NEW="$HOST/frontend-new"
+
+ensure_new_frontend() {
+    if [ -f "$FRONTEND_NEW/.version" ] && [ "$(cat "$FRONTEND_NEW/.version")" = "$FRONTEND_NEW_VERSION" ] \
+        && [ -f "$FRONTEND_NEW/comfyui_frontend_package/static/index.html" ]; then
+        return 0
+    fi
+    echo "[videograin] installing comfyui-frontend-package $FRONTEND_NEW_VERSION into $FRONTEND_NEW"
+    rm -rf "$FRONTEND_NEW"
+    if "$VPY" -m pip install --quiet --no-deps --target "$FRONTEND_NEW" \
+        "comfyui-frontend-package==$FRONTEND_NEW_VERSION"; then
+        echo "$FRONTEND_NEW_VERSION" > "$FRONTEND_NEW/.version"
+    else  # offline: the tests against the newer frontend then skip (fail under CI) and say why
+        echo "[videograin] could not install the newer frontend; its tests will say so" >&2
+    fi
+}
 
 link_pack() {
     mkdir -p "$BASE/custom_nodes" "$BASE/models/checkpoints" "$BASE/input" "$BASE/output" "$BASE/user"
@@ -78,6 +97,7 @@ ensure_models() {
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && [ -x "$VPY" ] && [ -f "$COMFY/main.py" ]; then
     link_pack
     ensure_models
+    ensure_new_frontend
     echo "[videograin] host ready at $HOST"
     exit 0
 fi
@@ -116,4 +136,5 @@ C="$PACK_DIR/.ci/constraints.txt"
 link_pack
 echo "$WANT" > "$STAMP"
 ensure_models
+ensure_new_frontend
 echo "[videograin] host ready at $HOST"
