@@ -85,6 +85,14 @@ def comfy_client_settings(url: str) -> None:
     urllib.request.urlopen(req, timeout=30).read()
 
 
+def test_the_intended_frontend_is_served(page, frontend_server):
+    version = page.evaluate("window.__COMFYUI_FRONTEND_VERSION__ ?? ''")
+    newest = "frontend-new" in frontend_server.log_text()  # "[Prompt Server] web root: ..."
+    expected = (frontend_server.host.comfy_dir.parent / "frontend-new" / ".version").read_text().strip() \
+        if newest else "1.32.9"
+    assert version == expected
+
+
 def test_every_pack_node_is_registered_in_the_browser(page, comfy):
     ours = sorted(k for k, v in comfy.object_info().items() if v.get("category", "").startswith("VideoGrain"))
     registered = page.evaluate("Object.keys(LiteGraph.registered_node_types)")
