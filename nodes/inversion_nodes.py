@@ -291,7 +291,7 @@ CLEAR = "VideoGrainClearInversionCache"
 
 
 class VideoGrainClearInversionCache:
-    DESCRIPTION = ("Deletes every inversion in VideoGrainInvert's disk cache (<ComfyUI user dir>/videograin/"
+    DESCRIPTION = ("Deletes (or, with clear off, only counts) every inversion in VideoGrainInvert's disk cache (<ComfyUI user dir>/videograin/"
                    f"inversion_cache, or ${CACHE_ENV}) and reports how many entries and bytes were removed. "
                    "Queue it on its own; it runs every time.")
     CATEGORY = "VideoGrain/edit"
@@ -303,15 +303,23 @@ class VideoGrainClearInversionCache:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {}}
+        return {"required": {
+            "clear": ("BOOLEAN", {"default": True, "label_on": "clear", "label_off": "report only",
+                                  "tooltip": "On: delete every cached inversion. Off: only report what the cache "
+                                             "holds."}),
+        }}
 
     @classmethod
     def IS_CHANGED(cls, **_):
         return float("nan")  # never equal to itself: ComfyUI runs the node on every queue
 
-    def clear(self):
+    def clear(self, clear=True):
         store = InversionCache(cache_folder(), 1)  # the cap plays no part in clearing
-        size = sum(e.size_bytes for e in store.entries())
+        entries = store.entries()
+        size = sum(e.size_bytes for e in entries)
+        if not clear:
+            report = f"the cache holds {len(entries)} inversions ({size / 1e6:.1f} MB) in {store.folder}"
+            return {"ui": {"text": [report]}, "result": (report,)}
         removed = store.clear()
         left = sum(e.size_bytes for e in store.entries())
         report = f"removed {removed} inversions ({(size - left) / 1e6:.1f} MB) from {store.folder}"

@@ -146,7 +146,9 @@ def test_cache_survives_a_restart_and_recovers_from_damage(server_module, host_p
         assert "cache_cap_gb" in message
 
         # The clear node empties the folder and says so.
-        outputs = client.run({"1": {"class_type": "VideoGrainClearInversionCache", "inputs": {}}})
+        outputs = client.run({"1": {"class_type": "VideoGrainClearInversionCache", "inputs": {"clear": False}}})
+        assert outputs["1"]["text"][0].startswith("the cache holds 1 inversions") and len(entries(cache_dir)) == 1
+        outputs = client.run({"1": {"class_type": "VideoGrainClearInversionCache", "inputs": {"clear": True}}})
         report = outputs["1"]["text"][0]
         assert report.startswith("removed 1 inversions") and entries(cache_dir) == []
     finally:

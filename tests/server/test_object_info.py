@@ -29,6 +29,8 @@ EXPECTED_NODES = [
     "VideoGrainInvert",
     "VideoGrainApplySTLayout",
     "VideoGrainSampler",
+    "VideoGrainClearInversionCache",
+    "VideoGrainTemporalWindows",
     "VideoGrainAttentionMaps",
 ]
 
