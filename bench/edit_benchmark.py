@@ -265,6 +265,7 @@ def whole_edit(pack, case, steps: int, modulated: bool, device, inversion=None) 
                       background="source_noise" if modulated else "off")[0]
         frames = vae_chunked(case.vae.decode, latent["samples"], VAE_CHUNK)
     assert frames.shape[0] == case.images.shape[0]
+    case.decoded = frames  # the edit's frames, for quality figures (bench/long_clip_benchmark.py)
     mm.soft_empty_cache()
     return {"seconds": total.seconds, "peak_gib": total.peak_gib}, inversion
 
