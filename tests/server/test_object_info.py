@@ -19,6 +19,8 @@ EXPECTED_NODES = [
     # io
     "VideoGrainLoadVideo",
     "VideoGrainSaveVideo",
+    "VideoGrainVAEEncode",
+    "VideoGrainVAEDecode",
     # masks
     "VideoGrainLoadMasks",
     "VideoGrainSelectMask",
@@ -30,6 +32,7 @@ EXPECTED_NODES = [
     "VideoGrainApplySTLayout",
     "VideoGrainSampler",
     "VideoGrainAttentionMaps",
+    "VideoGrainTemporalWindows",
 ]
 
 
