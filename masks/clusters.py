@@ -1,0 +1,275 @@
+"""Automatic regions from the model's own self-attention (docs/design.md §10, "Automatic masks by clustering").
+
+The inversion's full space-time self-attention (§7) is recorded at the 32×32-equivalent level: for
+every query, the probabilities on its own frame's keys (the frame's hw×hw diagonal block of the
+F·hw × F·hw map), averaged over heads, calls and steps. The softmax still runs over ALL F·hw keys; only
+the diagonal block is kept, so each row's log-sum-exp is taken over all keys and exp(s − LSE) is
+evaluated on the frame's own keys (`FrameBlockAccumulator`). Rows of that [F, hw, hw] affinity are
+clustered per frame with k-means (`cluster_frames`), labels are made consistent across frames
+(`match_labels`) and become masks (`labels_to_masks`); clusters can be named by their overlap with the
+cross-attention maps of nouns the user types (`name_clusters`).
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+
+# Upper bound on the fp32 score elements one query chunk materialises (64 MiB), as in attention/extrema.py.
+_CHUNK_ELEMENTS = 1 << 24
+BRUTE_FORCE_MAX = 7  # optimal assignment by trying all permutations up to 7 (5 040); greedy above
+
+
+class ClusterError(ValueError):
+    """A clustering request that cannot be met, e.g. more clusters than tokens."""
+
+
+class FrameBlockAccumulator:
+    """Sum of the heads-averaged per-frame diagonal blocks of space-time self-attention.
+
+    `frames`, `h`, `w`: the clip and the token grid of the recorded level. `add(q, k, heads)` takes
+    one self-attention call's projected q, k `[B, F·h·w, heads·d]` (each batch entry one CFG branch
+    holding all F frames) and adds, per branch, `mean over heads of softmax(q·kᵀ/√d)` restricted to each
+    frame's own keys. Memory: the `[F, hw, hw]` float32 sum (4 MiB per frame at 32×32) plus one query
+    chunk of scores over all keys (at most `chunk_elements` floats); no F·hw × F·hw matrix is formed.
+    """
+
+    def __init__(self, frames: int, h: int, w: int, device=None, chunk_elements: int = _CHUNK_ELEMENTS):
+        if frames < 1 or h < 1 or w < 1:
+            raise ValueError(f"frames, h, w must be positive, got {frames}, {h}, {w}")
+        self.frames, self.h, self.w = frames, h, w
+        self.chunk_elements = int(chunk_elements)
+        self.sum = torch.zeros((frames, h * w, h * w), dtype=torch.float32, device=device)
+        self.calls = 0  # branches added (each call adds B)
+
+    @property
+    def tokens(self) -> int:
+        return self.frames * self.h * self.w
+
+    @torch.no_grad()
+    def add(self, q: torch.Tensor, k: torch.Tensor, heads: int) -> None:
+        """Accumulate one self-attention call; q, k `[B, F·h·w, heads·d]` of the same shape."""
+        if q.ndim != 3 or k.shape != q.shape:
+            raise ValueError(f"q and k must both be [B, F·h·w, heads·d], got {list(q.shape)} and {list(k.shape)}")
+        b, n, c = q.shape
+        if n != self.tokens:
+            raise ValueError(f"got {n} tokens but {self.frames} frames of {self.h}x{self.w} make {self.tokens}")
+        if c % heads:
+            raise ValueError(f"channel count {c} is not divisible by {heads} heads")
+        d, hw = c // heads, self.h * self.w
+        if self.sum.device != q.device:
+            self.sum = self.sum.to(q.device)
+        # Matmuls run in q's dtype (fp16 on GPU: tensor cores); LSE and exp in fp32. The 1/√d scale is
+        # folded into q, which saves a pass over the scores.
+        chunk = max(1, min(hw, self.chunk_elements // max(1, heads * n)))
+        for bi in range(b):
+            qh = (q[bi] * (1.0 / math.sqrt(d))).reshape(n, heads, d).transpose(0, 1)   # [heads, N, d]
+            kt = k[bi].reshape(n, heads, d).permute(1, 2, 0).to(q.dtype)     # [heads, d, N]
+            for f in range(self.frames):
+                base = f * hw
+                for start in range(0, hw, chunk):
+                    stop = min(hw, start + chunk)
+                    s = (qh[:, base + start:base + stop] @ kt).float()                  # [heads, c, N]
+                    lse = torch.logsumexp(s, dim=-1, keepdim=True)
+                    block = torch.exp(s[:, :, base:base + hw] - lse)               # own frame's keys only
+                    self.sum[f, start:stop] += block.mean(0)
+                    del s, block
+        self.calls += b
+
+    def mean(self) -> torch.Tensor:
+        """float32 `[F, hw, hw]`: the average over every added branch (raises before any call)."""
+        if self.calls == 0:
+            raise ValueError("no self-attention call was recorded")
+        return self.sum / self.calls
+
+    def __deepcopy__(self, memo):
+        return self  # travels in transformer_options, which ComfyUI deep-copies on every clone
+
+
+# --- k-means --------------------------------------------------------------------------------------
+
+def _kmeans_pp(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
+    """k-means++ seeding: first centre uniform, then each next with probability ∝ squared distance."""
+    n = x.shape[0]
+    first = int(torch.randint(n, (1,), generator=gen))
+    centres = [x[first]]
+    d2 = ((x - x[first]) ** 2).sum(1)
+    for _ in range(1, k):
+        total = float(d2.sum())
+        if total <= 0:  # fewer distinct rows than k: any row will do
+            idx = int(torch.randint(n, (1,), generator=gen))
+        else:
+            idx = int(torch.multinomial((d2 / total).cpu(), 1, generator=gen))
+        centres.append(x[idx])
+        d2 = torch.minimum(d2, ((x - x[idx]) ** 2).sum(1))
+    return torch.stack(centres)
+
+
+def _lloyd(x: torch.Tensor, centres: torch.Tensor, iters: int) -> tuple[torch.Tensor, float]:
+    """Lloyd iterations from `centres`; an emptied cluster takes the row farthest from its centre."""
+    x2 = (x * x).sum(1, keepdim=True)
+    labels = None
+    for _ in range(iters):
+        dist = x2 - 2 * x @ centres.T + (centres * centres).sum(1)[None]
+        new = dist.argmin(1)
+        if labels is not None and torch.equal(new, labels):
+            break
+        labels = new
+        counts = torch.bincount(labels, minlength=len(centres))
+        sums = torch.zeros_like(centres).index_add_(0, labels, x)
+        centres = sums / counts.clamp(min=1)[:, None].to(x.dtype)
+        for j in torch.nonzero(counts == 0).flatten().tolist():
+            far = int(dist.gather(1, labels[:, None]).argmax())
+            centres[j] = x[far]
+    dist = x2 - 2 * x @ centres.T + (centres * centres).sum(1)[None]
+    best, labels = dist.min(1)
+    return labels, float(best.clamp(min=0).sum())
+
+
+def _by_size(labels: torch.Tensor, k: int) -> torch.Tensor:
+    """Renumber clusters largest first (ties: the one whose first pixel comes first in raster order)."""
+    counts = torch.bincount(labels, minlength=k)
+    first = torch.full((k,), labels.numel(), dtype=torch.long)
+    first.scatter_reduce_(0, labels, torch.arange(labels.numel()), reduce="amin")
+    order = sorted(range(k), key=lambda j: (-int(counts[j]), int(first[j])))
+    rank = torch.empty(k, dtype=torch.long)
+    rank[torch.tensor(order)] = torch.arange(k)
+    return rank[labels]
+
+
+def kmeans(x: torch.Tensor, k: int, gen: torch.Generator, n_init: int = 10, iters: int = 100) -> torch.Tensor:
+    """Labels `[N]` of the best (lowest inertia) of `n_init` k-means++ seeded Lloyd runs on rows `x [N, D]`."""
+    best_labels, best_inertia = None, math.inf
+    for _ in range(n_init):
+        labels, inertia = _lloyd(x, _kmeans_pp(x, k, gen), iters)
+        if inertia < best_inertia:
+            best_labels, best_inertia = labels, inertia
+    return best_labels
+
+
+def cluster_frames(affinity: torch.Tensor, k: int, seed: int = 0, n_init: int = 10, iters: int = 100,
+                   size: tuple[int, int] | None = None) -> torch.Tensor:
+    """LongTensor `[F, h, w]`: k-means (k-means++ init from a `torch.Generator` seeded with `seed`,
+    best of `n_init`) on the hw rows of each frame's affinity `[F, hw, hw]`, computed on the CPU in
+    float32. Per frame, label 0 is the largest cluster. `size=(h, w)` defaults to a square grid.
+    Raises `ClusterError` when k < 1 or k > hw."""
+    if affinity.ndim != 3 or affinity.shape[1] != affinity.shape[2]:
+        raise ValueError(f"affinity must be [F, hw, hw], got {list(affinity.shape)}")
+    n_f, hw, _ = affinity.shape
+    if size is None:
+        side = math.isqrt(hw)
+        if side * side != hw:
+            raise ValueError(f"{hw} tokens per frame is not a square grid; pass size=(h, w)")
+        size = (side, side)
+    if size[0] * size[1] != hw:
+        raise ValueError(f"size {size} does not hold {hw} tokens")
+    if not 1 <= k <= hw:
+        raise ClusterError(f"{k} clusters asked for, but a frame has {hw} tokens at {size[1]}x{size[0]}; "
+                           f"use 1 to {hw} clusters")
+    if n_init < 1 or iters < 1:
+        raise ValueError(f"n_init and iters must be >= 1, got {n_init}, {iters}")
+    gen = torch.Generator().manual_seed(int(seed))
+    x = affinity.detach().float().cpu()
+    labels = torch.stack([_by_size(kmeans(x[f], k, gen, n_init, iters), k) for f in range(n_f)])
+    return labels.reshape(n_f, *size)
+
+
+# --- consistent labels across frames ---------------------------------------------------------------
+
+def best_assignment(score: torch.Tensor) -> list[int]:
+    """`col[i]` for each row i of `score [R, C]` (R ≤ C) maximising the total score, one column each.
+
+    Optimal by trying every assignment when max(R, C) ≤ BRUTE_FORCE_MAX; otherwise greedy (take the
+    highest remaining entry, repeatedly), which can miss the optimum on close calls.
+    """
+    r, c = score.shape
+    if r > c:
+        raise ValueError(f"more rows ({r}) than columns ({c})")
+    s = score.double().cpu()
+    if c <= BRUTE_FORCE_MAX:
+        perms = torch.tensor(list(itertools.permutations(range(c), r)), dtype=torch.long)   # [P, R]
+        totals = s[torch.arange(r)[None], perms].sum(1)
+        return perms[int(totals.argmax())].tolist()
+    out, s = [-1] * r, s.clone()
+    for _ in range(r):
+        i, j = divmod(int(s.argmax()), c)
+        out[i] = j
+        s[i, :] = -math.inf
+        s[:, j] = -math.inf
+    return out
+
+
+def _iou(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
+    """`[k, k]` IoU between the clusters of label maps a (rows) and b (columns)."""
+    oa = F.one_hot(a.flatten(), k).double()
+    ob = F.one_hot(b.flatten(), k).double()
+    inter = oa.T @ ob
+    return inter / (oa.sum(0)[:, None] + ob.sum(0)[None] - inter).clamp(min=1)
+
+
+def match_labels(labels: torch.Tensor, k: int) -> torch.Tensor:
+    """Relabel `[F, h, w]` so cluster j means the same region in every frame: frame 0 is kept, each
+    next frame's clusters are matched to the previous (relabelled) frame's by maximum total IoU
+    (`best_assignment`: optimal up to k = 7, greedy above)."""
+    if labels.ndim != 3:
+        raise ValueError(f"labels must be [F, h, w], got {list(labels.shape)}")
+    out = labels.clone()
+    for f in range(1, labels.shape[0]):
+        cols = best_assignment(_iou(labels[f], out[f - 1], k))
+        out[f] = torch.tensor(cols, dtype=labels.dtype, device=labels.device)[labels[f]]
+    return out
+
+
+# --- masks and names --------------------------------------------------------------------------------
+
+def labels_to_masks(labels: torch.Tensor, k: int, out_h: int, out_w: int) -> torch.Tensor:
+    """float32 0/1 `[K, F, out_h, out_w]`: cluster j's mask, upsampled with PyTorch's `nearest`
+    (integer factors, as from the 32×32 level to the frames, replicate whole cells)."""
+    onehot = F.one_hot(labels.long(), k).permute(3, 0, 1, 2).float()       # [K, F, h, w]
+    return F.interpolate(onehot, size=(out_h, out_w), mode="nearest")
+
+
+def noun_scores(masks: torch.Tensor, cross_maps: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """`[K, N]`: the mean of noun n's cross-attention map (per frame scaled to max 1, resized
+    bilinearly to the masks' size) over cluster k's pixels in all frames. A mean, not a sum, so that
+    large clusters do not win by size."""
+    n_k, n_f, h, w = masks.shape
+    cols = []
+    for name, m in cross_maps.items():
+        if m.ndim != 3 or m.shape[0] != n_f:
+            raise ValueError(f"cross-attention map '{name}' must be [{n_f}, h, w], got {list(m.shape)}")
+        m = m.float().to(masks.device)
+        m = m / m.flatten(1).amax(1).clamp(min=1e-12)[:, None, None]
+        m = F.interpolate(m[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+        cols.append((masks * m).sum((1, 2, 3)) / masks.sum((1, 2, 3)).clamp(min=1))
+    return torch.stack(cols, 1) if cols else masks.new_zeros((n_k, 0))
+
+
+def name_clusters(masks: torch.Tensor, cross_maps: Mapping[str, torch.Tensor],
+                  unnamed: str = "cluster_{}") -> list[str]:
+    """Names for the K clusters `[K, F, H, W]`: nouns are assigned one-to-one to clusters by maximum
+    total `noun_scores` (`best_assignment`); clusters left over are named `unnamed.format(j + 1)`."""
+    n_k = masks.shape[0]
+    nouns = list(cross_maps)
+    names = [unnamed.format(j + 1) for j in range(n_k)]
+    if not nouns:
+        return names
+    score = noun_scores(masks, cross_maps)                 # [K, N]
+    if len(nouns) <= n_k:
+        for n, j in enumerate(best_assignment(score.T)):
+            names[j] = nouns[n]
+    else:
+        for j, n in enumerate(best_assignment(score)):
+            names[j] = nouns[n]
+    return names
+
+
+def regions_from_affinity(affinity: torch.Tensor, size: tuple[int, int], k: int, out_h: int, out_w: int,
+                          seed: int = 0, n_init: int = 10) -> torch.Tensor:
+    """The whole chain: cluster each frame, match labels across frames, masks `[K, F, out_h, out_w]`."""
+    labels = match_labels(cluster_frames(affinity, k, seed, n_init, size=size), k)
+    return labels_to_masks(labels, k, out_h, out_w)
+
