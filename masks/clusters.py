@@ -12,11 +12,16 @@ cross-attention maps of nouns the user types (`name_clusters`).
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
+
+from ..attention.spacetime import merge_heads, spacetime_attention, split_heads
+
+_log = logging.getLogger(__name__)
 
 # Upper bound on the fp32 score elements one query chunk materialises (64 MiB), as in attention/extrema.py.
 _CHUNK_ELEMENTS = 1 << 24
@@ -27,14 +32,42 @@ class ClusterError(ValueError):
     """A clustering request that cannot be met, e.g. more clusters than tokens."""
 
 
+def fused_attention_lse(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor,
+                        scale: float) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(out `[B, H, N, d]`, natural-log LSE fp32 `[B, H, N]` of scale·q·kᵀ) from one fused attention
+    kernel (flash attention on CUDA fp16/bf16, its blocked twin on the CPU), or None where this torch
+    has no such kernel. These are private aten ops, hence the guarded call; callers check the LSE."""
+    try:
+        if qh.is_cuda and qh.dtype in (torch.float16, torch.bfloat16):
+            res = torch.ops.aten._scaled_dot_product_flash_attention(qh, kh, vh, 0.0, False, False, scale=scale)
+        elif qh.device.type == "cpu":
+            res = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(qh, kh, vh, 0.0, False, scale=scale)
+        else:
+            return None
+    except (AttributeError, RuntimeError, TypeError, NotImplementedError):
+        return None
+    out, lse = res[0], res[1]
+    if lse.shape != qh.shape[:3]:
+        return None
+    return out, lse.float()
+
+
 class FrameBlockAccumulator:
     """Sum of the heads-averaged per-frame diagonal blocks of space-time self-attention.
 
-    `frames`, `h`, `w`: the clip and the token grid of the recorded level. `add(q, k, heads)` takes
-    one self-attention call's projected q, k `[B, F·h·w, heads·d]` (each batch entry one CFG branch
-    holding all F frames) and adds, per branch, `mean over heads of softmax(q·kᵀ/√d)` restricted to each
-    frame's own keys. Memory: the `[F, hw, hw]` float32 sum (4 MiB per frame at 32×32) plus one query
-    chunk of scores over all keys (at most `chunk_elements` floats); no F·hw × F·hw matrix is formed.
+    `frames`, `h`, `w`: the clip and the token grid of the recorded level. Each batch entry of a call
+    is one CFG branch holding all F frames; per branch, `mean over heads of softmax(q·kᵀ/√d)` restricted
+    to each frame's own keys is added. Two ways in:
+
+    - `attend(q, k, v, heads)` replaces the plain attention call: one fused kernel gives the output
+      and every row's log-sum-exp over all keys, and only the F diagonal blocks of scores are formed
+      again (1/F of the full QKᵀ work). Its LSE is checked on a few rows at the first call; where the
+      fused kernel is missing or disagrees, it falls back to plain attention plus `add`.
+    - `add(q, k, heads, lse=None)`: from q, k alone; without `lse` each query chunk's scores over all
+      keys give its LSE (about one more QKᵀ).
+
+    Memory: the `[F, hw, hw]` float32 sum (4 MiB per frame at 32×32) plus one chunk of scores of at
+    most `chunk_elements` floats; no F·hw × F·hw matrix is formed.
     """
 
     def __init__(self, frames: int, h: int, w: int, device=None, chunk_elements: int = _CHUNK_ELEMENTS):
@@ -44,40 +77,97 @@ class FrameBlockAccumulator:
         self.chunk_elements = int(chunk_elements)
         self.sum = torch.zeros((frames, h * w, h * w), dtype=torch.float32, device=device)
         self.calls = 0  # branches added (each call adds B)
+        self.fused: bool | None = None  # whether attend() uses the fused LSE; None until its first call
 
     @property
     def tokens(self) -> int:
         return self.frames * self.h * self.w
 
-    @torch.no_grad()
-    def add(self, q: torch.Tensor, k: torch.Tensor, heads: int) -> None:
-        """Accumulate one self-attention call; q, k `[B, F·h·w, heads·d]` of the same shape."""
+    def _heads(self, q: torch.Tensor, k: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor, float]:
         if q.ndim != 3 or k.shape != q.shape:
             raise ValueError(f"q and k must both be [B, F·h·w, heads·d], got {list(q.shape)} and {list(k.shape)}")
-        b, n, c = q.shape
+        n = q.shape[1]
         if n != self.tokens:
             raise ValueError(f"got {n} tokens but {self.frames} frames of {self.h}x{self.w} make {self.tokens}")
-        if c % heads:
-            raise ValueError(f"channel count {c} is not divisible by {heads} heads")
-        d, hw = c // heads, self.h * self.w
         if self.sum.device != q.device:
             self.sum = self.sum.to(q.device)
-        # Matmuls run in q's dtype (fp16 on GPU: tensor cores); LSE and exp in fp32. The 1/√d scale is
-        # folded into q, which saves a pass over the scores.
+        return split_heads(q, heads), split_heads(k.to(q.dtype), heads), 1.0 / math.sqrt(q.shape[2] // heads)
+
+    @torch.no_grad()
+    def add(self, q: torch.Tensor, k: torch.Tensor, heads: int, lse: torch.Tensor | None = None) -> None:
+        """Accumulate one call from q, k `[B, F·h·w, heads·d]`; `lse` `[B, heads, F·h·w]` (natural log,
+        of the scaled scores over all keys) when the attention kernel already produced it."""
+        qh, kh, scale = self._heads(q, k, heads)
+        if lse is None:
+            self._add_with_lse(qh, kh, scale)
+        else:
+            if lse.shape != qh.shape[:3]:
+                raise ValueError(f"lse must be {list(qh.shape[:3])}, got {list(lse.shape)}")
+            self._add_blocks(qh, kh, lse.float(), scale)
+        self.calls += q.shape[0]
+
+    def _add_with_lse(self, qh: torch.Tensor, kh: torch.Tensor, scale: float) -> None:
+        b, heads, n, _ = qh.shape
+        hw = self.h * self.w
         chunk = max(1, min(hw, self.chunk_elements // max(1, heads * n)))
         for bi in range(b):
-            qh = (q[bi] * (1.0 / math.sqrt(d))).reshape(n, heads, d).transpose(0, 1)   # [heads, N, d]
-            kt = k[bi].reshape(n, heads, d).permute(1, 2, 0).to(q.dtype)     # [heads, d, N]
+            # Matmuls in q's dtype (fp16 on GPU: tensor cores); LSE and exp in fp32. The 1/√d scale is
+            # folded into q, which saves a pass over these scores.
+            qs, kt = qh[bi] * scale, kh[bi].transpose(-1, -2)                 # [heads, N, d], [heads, d, N]
             for f in range(self.frames):
                 base = f * hw
                 for start in range(0, hw, chunk):
                     stop = min(hw, start + chunk)
-                    s = (qh[:, base + start:base + stop] @ kt).float()                  # [heads, c, N]
+                    s = (qs[:, base + start:base + stop] @ kt).float()       # [heads, c, N]
                     lse = torch.logsumexp(s, dim=-1, keepdim=True)
-                    block = torch.exp(s[:, :, base:base + hw] - lse)               # own frame's keys only
-                    self.sum[f, start:stop] += block.mean(0)
-                    del s, block
-        self.calls += b
+                    self.sum[f, start:stop] += torch.exp(s[:, :, base:base + hw] - lse).mean(0)
+                    del s
+
+    def _add_blocks(self, qh: torch.Tensor, kh: torch.Tensor, lse: torch.Tensor, scale: float) -> None:
+        b, heads, _, _ = qh.shape
+        hw = self.h * self.w
+        chunk = max(1, min(hw, self.chunk_elements // max(1, heads * hw)))
+        for bi in range(b):
+            for f in range(self.frames):
+                base = f * hw
+                kt = kh[bi, :, base:base + hw].transpose(-1, -2)                  # own frame's keys only
+                for start in range(base, base + hw, chunk):
+                    stop = min(base + hw, start + chunk)
+                    s = (qh[bi, :, start:stop] @ kt).float().mul_(scale)          # [heads, c, hw]
+                    s.sub_(lse[bi, :, start:stop, None]).exp_()
+                    self.sum[f, start - base:stop - base] += s.mean(0)
+                    del s
+
+    def _fused_ok(self, qh: torch.Tensor, kh: torch.Tensor, lse: torch.Tensor, scale: float) -> bool:
+        """Compare the fused LSE with logsumexp of fp32 scores on the first rows of each frame."""
+        hw = self.h * self.w
+        rows = torch.arange(0, qh.shape[2], hw, device=qh.device)[:, None] + torch.arange(min(hw, 4), device=qh.device)
+        rows = rows.flatten()
+        ref = torch.logsumexp((qh[0][:, rows].float() @ kh[0].float().transpose(-1, -2)) * scale, -1)
+        tol = 1e-4 if qh.dtype == torch.float32 else 2e-2
+        return bool(torch.isfinite(lse).all()) and float((ref - lse[0][:, rows]).abs().max()) <= tol
+
+    @torch.no_grad()
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+        """Plain attention `[B, N, heads·d]` over all keys (as `spacetime_attention`), recording the blocks."""
+        qh, kh, scale = self._heads(q, k, heads)
+        if self.fused is not False:
+            res = fused_attention_lse(qh, kh, split_heads(v.to(q.dtype), heads), scale)
+            if res is not None and self.fused is None:
+                self.fused = self._fused_ok(qh, kh, res[1], scale)
+                if not self.fused:
+                    _log.warning("automatic masks: the fused attention kernel's log-sum-exp disagrees with the "
+                                 "scores here; recording with the slower chunked path instead")
+            elif res is None:
+                self.fused = False
+            if self.fused:
+                out, lse = res
+                self._add_blocks(qh, kh, lse, scale)
+                self.calls += q.shape[0]
+                return merge_heads(out)
+        out = spacetime_attention(q, k, v, heads)
+        self.add(q, k, heads)
+        return out
 
     def mean(self) -> torch.Tensor:
         """float32 `[F, hw, hw]`: the average over every added branch (raises before any call)."""

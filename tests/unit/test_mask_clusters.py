@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from videograin.attention.spacetime import spacetime_attention
 from videograin.masks.clusters import (ClusterError, FrameBlockAccumulator, best_assignment, cluster_frames,
                                        labels_to_masks, match_labels, name_clusters, regions_from_affinity)
 
@@ -35,6 +36,32 @@ def test_accumulator_equals_dense_diagonal_blocks(chunk_elements):
     assert (acc.mean().double() - want).abs().max() < 1e-6
     # Rows of a diagonal block sum to the share of attention on the own frame: below 1.
     assert (acc.mean().sum(-1) < 1).all()
+
+
+@pytest.mark.parametrize("fused", [None, False])                    # fused LSE kernel, and its fallback
+def test_attend_returns_plain_attention_and_records_the_same_blocks(fused):
+    g = torch.Generator().manual_seed(1)
+    frames, h, w, heads, d = 3, 2, 2, 2, 8
+    q, k, v = (torch.randn(2, frames * h * w, heads * d, generator=g) for _ in range(3))
+    acc = FrameBlockAccumulator(frames, h, w, chunk_elements=8)
+    acc.fused = fused
+    out = acc.attend(q, k, v, heads)
+    assert acc.fused is (fused is None)                                # the CPU build has the fused kernel
+    assert (out - spacetime_attention(q, k, v, heads)).abs().max() < 1e-5
+    assert acc.calls == 2 and (acc.mean().double() - dense_blocks(q, k, heads, frames)).abs().max() < 1e-6
+
+
+def test_add_with_a_given_lse_uses_it():
+    g = torch.Generator().manual_seed(2)
+    frames, h, w, heads, d = 2, 2, 2, 2, 4
+    q, k = (torch.randn(1, frames * h * w, heads * d, generator=g) for _ in range(2))
+    qh, kh = (x.reshape(1, -1, heads, d).transpose(1, 2) for x in (q, k))
+    lse = torch.logsumexp(qh @ kh.transpose(-1, -2) / math.sqrt(d), -1)
+    exact, shifted = FrameBlockAccumulator(frames, h, w), FrameBlockAccumulator(frames, h, w)
+    exact.add(q, k, heads, lse=lse)
+    shifted.add(q, k, heads, lse=lse + math.log(2))                    # a doubled partition function
+    assert (exact.mean().double() - dense_blocks(q, k, heads, frames)).abs().max() < 1e-6
+    assert torch.allclose(shifted.mean(), exact.mean() / 2)
 
 
 def test_accumulator_refuses_wrong_shapes():
