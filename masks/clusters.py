@@ -130,12 +130,13 @@ class FrameBlockAccumulator:
         for bi in range(b):
             for f in range(self.frames):
                 base = f * hw
-                kt = kh[bi, :, base:base + hw].transpose(-1, -2)                  # own frame's keys only
+                kt = kh[bi, :, base:base + hw].float().transpose(-1, -2)          # own frame's keys only
                 for start in range(base, base + hw, chunk):
                     stop = min(base + hw, start + chunk)
-                    s = (qh[bi, :, start:stop] @ kt).float().mul_(scale)          # [heads, c, hw]
-                    s.sub_(lse[bi, :, start:stop, None]).exp_()
-                    self.sum[f, start - base:stop - base] += s.mean(0)
+                    # One fp32 kernel gives scale·q·kᵀ − LSE (the blocks are 1/F of the scores, so fp32
+                    # costs little and matches the fused kernel's fp32 LSE), then exp in place.
+                    s = torch.baddbmm(-lse[bi, :, start:stop, None], qh[bi, :, start:stop].float(), kt, alpha=scale)
+                    self.sum[f, start - base:stop - base] += s.exp_().mean(0)         # [c, hw]
                     del s
 
     def _fused_ok(self, qh: torch.Tensor, kh: torch.Tensor, lse: torch.Tensor, scale: float) -> bool:
