@@ -35,21 +35,28 @@ class ClusterError(ValueError):
 def fused_attention_lse(qh: torch.Tensor, kh: torch.Tensor, vh: torch.Tensor,
                         scale: float) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(out `[B, H, N, d]`, natural-log LSE fp32 `[B, H, N]` of scale·q·kᵀ) from one fused attention
-    kernel (flash attention on CUDA fp16/bf16, its blocked twin on the CPU), or None where this torch
-    has no such kernel. These are private aten ops, hence the guarded call; callers check the LSE."""
-    try:
-        if qh.is_cuda and qh.dtype in (torch.float16, torch.bfloat16):
-            res = torch.ops.aten._scaled_dot_product_flash_attention(qh, kh, vh, 0.0, False, False, scale=scale)
-        elif qh.device.type == "cpu":
-            res = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(qh, kh, vh, 0.0, False, scale=scale)
-        else:
-            return None
-    except (AttributeError, RuntimeError, TypeError, NotImplementedError):
+    kernel, or None where this torch has none. CUDA fp16/bf16: cuDNN attention (on an H200 at 16 frames
+    of 32×32 it costs 1.71 ms against 1.58 ms for plain SDPA; flash attention with LSE 2.58 ms), else
+    flash attention; CPU: the blocked flash kernel. These are private aten ops, hence the guarded
+    calls; callers check the LSE."""
+    ops = torch.ops.aten
+    if qh.is_cuda and qh.dtype in (torch.float16, torch.bfloat16):
+        calls = (lambda: ops._scaled_dot_product_cudnn_attention(qh, kh, vh, None, True, 0.0, False, False,
+                                                                 scale=scale),
+                 lambda: ops._scaled_dot_product_flash_attention(qh, kh, vh, 0.0, False, False, scale=scale))
+    elif qh.device.type == "cpu":
+        calls = (lambda: ops._scaled_dot_product_flash_attention_for_cpu(qh, kh, vh, 0.0, False, scale=scale),)
+    else:
         return None
-    out, lse = res[0], res[1]
-    if lse.shape != qh.shape[:3]:
-        return None
-    return out, lse.float()
+    for call in calls:
+        try:
+            res = call()
+        except (AttributeError, RuntimeError, TypeError, NotImplementedError):
+            continue
+        out, lse = res[0], res[1]
+        if out.shape == qh.shape and lse.numel() == qh.shape[0] * qh.shape[1] * qh.shape[2]:
+            return out, lse.reshape(qh.shape[:3]).float()
+    return None
 
 
 class FrameBlockAccumulator:
@@ -67,7 +74,9 @@ class FrameBlockAccumulator:
       keys give its LSE (about one more QKᵀ).
 
     Memory: the `[F, hw, hw]` float32 sum (4 MiB per frame at 32×32) plus one chunk of scores of at
-    most `chunk_elements` floats; no F·hw × F·hw matrix is formed.
+    most `chunk_elements` floats; no F·hw × F·hw matrix is formed. Measured on an H200 (fp16, 8 heads
+    of 80, 32×32): one `attend` costs 1.36 / 2.53 / 8.52 ms at 8 / 16 / 32 frames against plain
+    attention's 0.50 / 1.67 / 7.03 ms (+0.87 / +0.87 / +1.49 ms); `add` without an LSE costs ~30 ms at 16.
     """
 
     def __init__(self, frames: int, h: int, w: int, device=None, chunk_elements: int = _CHUNK_ELEMENTS):
@@ -127,16 +136,20 @@ class FrameBlockAccumulator:
         b, heads, _, _ = qh.shape
         hw = self.h * self.w
         chunk = max(1, min(hw, self.chunk_elements // max(1, heads * hw)))
+        # fp16 inputs stay fp16 (cuBLAS adds −LSE in its fp32 epilogue and rounds once: ≤ ~1 % relative
+        # error on a probability, 1.3 ms instead of 2.0 ms in fp32 at 16 frames of 32×32 on an H200);
+        # anything else (bf16 has too few mantissa bits for s − LSE) is computed in fp32.
+        work = torch.float16 if qh.dtype == torch.float16 else torch.float32
         for bi in range(b):
+            neg_lse = (-lse[bi]).to(work)                                          # [heads, N]
             for f in range(self.frames):
                 base = f * hw
-                kt = kh[bi, :, base:base + hw].float().transpose(-1, -2)          # own frame's keys only
+                kt = kh[bi, :, base:base + hw].to(work).transpose(-1, -2)       # own frame's keys only
                 for start in range(base, base + hw, chunk):
                     stop = min(base + hw, start + chunk)
-                    # One fp32 kernel gives scale·q·kᵀ − LSE (the blocks are 1/F of the scores, so fp32
-                    # costs little and matches the fused kernel's fp32 LSE), then exp in place.
-                    s = torch.baddbmm(-lse[bi, :, start:stop, None], qh[bi, :, start:stop].float(), kt, alpha=scale)
-                    self.sum[f, start - base:stop - base] += s.exp_().mean(0)         # [c, hw]
+                    # One GEMM gives scale·q·kᵀ − LSE on the frame's own keys (1/F of the scores).
+                    s = torch.baddbmm(neg_lse[:, start:stop, None], qh[bi, :, start:stop].to(work), kt, alpha=scale)
+                    self.sum[f, start - base:stop - base].add_(s.exp_().sum(0, dtype=torch.float32), alpha=1 / heads)
                     del s
 
     def _fused_ok(self, qh: torch.Tensor, kh: torch.Tensor, lse: torch.Tensor, scale: float) -> bool:
