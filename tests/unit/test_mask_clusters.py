@@ -199,5 +199,4 @@ def test_automatic_regions_recover_a_moving_three_region_scene():
     iou = inter / union
     cols = best_assignment(iou)
     ious = [float(iou[c, r]) for c, r in enumerate(cols)]
-    print("automatic regions IoU per region:", [round(v, 4) for v in ious])
-    assert min(ious) >= 0.9
+    assert min(ious) >= 0.9, f"IoU per region {ious}"             # measured: 1.0, 1.0, 1.0
