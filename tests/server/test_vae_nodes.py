@@ -3,7 +3,6 @@ bit for bit, encoding to float rounding (a batched convolution sums in another o
 from __future__ import annotations
 
 import numpy as np
-import torch
 from PIL import Image
 from safetensors.torch import load_file
 
