@@ -52,3 +52,12 @@ def test_long_clip_benchmark_smoke_times_full_and_windowed_edits(tmp_path):
     for name in ("full", "windowed"):
         assert row[name]["seconds"] > 0
         assert all(row[name][k] == row[name][k] for k in ("warp_error", "seam_flicker", "colour_drift"))
+
+
+def test_frame_block_benchmark_smoke_checks_its_blocks():
+    """bench/frame_blocks.py at a toy size: the recording attend agrees with the chunked accumulation."""
+    proc = subprocess.run([sys.executable, str(PACK_DIR / "bench" / "frame_blocks.py"), "--smoke"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [row] = [line.split("|") for line in proc.stdout.splitlines() if line.strip().startswith("2 |")]
+    assert float(row[6]) < 1e-5  # max |attend - add|
