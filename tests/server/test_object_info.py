@@ -13,7 +13,7 @@ import pytest
 
 PACK_MODULE = "custom_nodes.comfyui-videograin"
 NODES_DIR = Path(__file__).resolve().parents[2] / "nodes"
-CATEGORIES = {"VideoGrain/io", "VideoGrain/masks", "VideoGrain/edit"}
+CATEGORIES = {"VideoGrain/io", "VideoGrain/masks", "VideoGrain/edit", "VideoGrain/motion"}
 
 EXPECTED_NODES = [
     # io
@@ -30,6 +30,10 @@ EXPECTED_NODES = [
     "VideoGrainApplySTLayout",
     "VideoGrainSampler",
     "VideoGrainAttentionMaps",
+    "VideoGrainTemporalWindows",
+    # motion
+    "VideoGrainOpticalFlow",
+    "VideoGrainTrajectoryAttention",
 ]
 
 
