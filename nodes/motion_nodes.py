@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from ..motion.flow import DIS_PRESETS, METHODS, FlowError, VideoFlow, clip_flow, flow_to_rgb
 from ..motion.trajectories import LAYOUTS, TrajectoryError, build_trajectories
+from ..motion.warp_error import ERRORS, REGIONS, source_flows, warp_error
 from .errors import VideoGrainInputError
 from .model_patch import RESOLUTIONS, TRAJECTORY_NODE, check_sd15, trajectories_clone, trajectory_grids
 
 FLOW_NODE = "VideoGrainOpticalFlow"
+WARP_NODE = "VideoGrainWarpError"
 
 
 class VideoGrainOpticalFlow:
@@ -106,5 +108,68 @@ def _report(trajectories) -> str:
     return "\n".join(lines)
 
 
-NODE_CLASS_MAPPINGS = {FLOW_NODE: VideoGrainOpticalFlow, TRAJECTORY_NODE: VideoGrainTrajectoryAttention}
-NODE_DISPLAY_NAME_MAPPINGS = {FLOW_NODE: "VideoGrain Optical Flow", TRAJECTORY_NODE: "VideoGrain Trajectory Attention"}
+class VideoGrainWarpError:
+    DESCRIPTION = ("Warp-Err, the paper's temporal-consistency metric (lower = less flicker): each edited frame "
+                   "t+1 is warped onto frame t along the SOURCE clip's optical flow (OpenCV, computed here) and "
+                   "compared with frame t over the pixels visible in both (forward-backward check), optionally "
+                   "only inside or outside a region mask. Default units: mean squared error of 0..1 values "
+                   "× 1000, the usual reading of the paper's Table 1 (VideoGrain 1.42).")
+    CATEGORY = "VideoGrain/motion"
+    FUNCTION = "measure"
+    RETURN_TYPES = ("FLOAT", "STRING")
+    RETURN_NAMES = ("warp_error", "summary")
+    OUTPUT_TOOLTIPS = ("The clip's Warp-Err (mean over the frame pairs).",
+                       "The clip value, the value of every frame pair and how many pixels each counted.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "images": ("IMAGE", {"tooltip": "The edited frames (decoded), same count and size as the source."}),
+            "source": ("IMAGE", {"tooltip": "The source frames the edit was made from: their flow is the reference."}),
+            "region": (list(REGIONS), {"default": "all", "tooltip":
+                       "all pixels, or only inside / outside the mask (needs the mask input)."}),
+            "method": (list(METHODS), {"default": "dis", "tooltip": "Optical flow of the source (OpenCV)."}),
+            "error": (list(ERRORS), {"default": "squared", "tooltip":
+                      "squared: mean squared error × scale (Lai et al. 2018); absolute: mean absolute error × scale."}),
+            "scale": ("FLOAT", {"default": 1000.0, "min": 0.001, "max": 1e6, "step": 1.0,
+                                "tooltip": "Multiplier of the reported value (1000 = ×10⁻³ units)."}),
+        }, "optional": {
+            "mask": ("MASK", {"tooltip": "Region mask per frame [frames, height, width] (or one for all frames)."}),
+        }}
+
+    def measure(self, images, source, region, method, error, scale, mask=None):
+        node = WARP_NODE
+        if images.shape[:3] != source.shape[:3]:
+            raise VideoGrainInputError(node, "images", f"the edit is {images.shape[0]} frames of "
+                                       f"{images.shape[2]}x{images.shape[1]} but the source is {source.shape[0]} of "
+                                       f"{source.shape[2]}x{source.shape[1]}",
+                                       "connect the decoded edit of these source frames (same count and size)")
+        if images.shape[0] < 2:
+            raise VideoGrainInputError(node, "images", "Warp-Err needs at least 2 frames", "connect a longer clip")
+        if region != "all" and mask is None:
+            raise VideoGrainInputError(node, "mask", f"region {region!r} needs a mask", "connect a MASK or set region to all")
+        if mask is not None and region != "all":
+            if mask.ndim == 2:
+                mask = mask[None]
+            if mask.shape[0] == 1:
+                mask = mask.expand(images.shape[0], -1, -1)
+            if tuple(mask.shape) != tuple(images.shape[:3]):
+                raise VideoGrainInputError(node, "mask", f"the mask is {list(mask.shape)} but the clip is "
+                                           f"{list(images.shape[:3])} (frames, height, width)",
+                                           "give one mask per frame at the clip's size (VideoGrainLoadMasks at this size)")
+        try:
+            forward, backward = source_flows(source[..., :3], method)
+            result = warp_error(images[..., :3], forward, backward, mask if region != "all" else None, region,
+                                error, scale)
+        except FlowError as exc:
+            raise VideoGrainInputError(node, "images", str(exc), "connect RGB frames of the same clip") from exc
+        pairs = ", ".join(f"{v:.3f}" for v in result.per_frame)
+        summary = (f"Warp-Err ({error}, ×{scale:g}, region {region}): {result.value:.4f}\n"
+                   f"per frame pair: {pairs}\npixels counted: {', '.join(map(str, result.pixels))}")
+        return (float(result.value), summary)
+
+
+NODE_CLASS_MAPPINGS = {FLOW_NODE: VideoGrainOpticalFlow, TRAJECTORY_NODE: VideoGrainTrajectoryAttention,
+                       WARP_NODE: VideoGrainWarpError}
+NODE_DISPLAY_NAME_MAPPINGS = {FLOW_NODE: "VideoGrain Optical Flow", TRAJECTORY_NODE: "VideoGrain Trajectory Attention",
+                              WARP_NODE: "VideoGrain Warp Error"}

@@ -34,6 +34,7 @@ EXPECTED_NODES = [
     # motion
     "VideoGrainOpticalFlow",
     "VideoGrainTrajectoryAttention",
+    "VideoGrainWarpError",
 ]
 
 
