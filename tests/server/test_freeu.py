@@ -11,7 +11,7 @@ STEPS = 4
 
 
 @pytest.mark.parametrize("freeu", ["FreeU", "FreeU_V2"])
-def test_freeu_reaches_inversion_and_edit(comfy, tiny_model, clip_name, freeu):
+def test_freeu_reaches_inversion_and_edit(comfy, tiny_model, clip_name, freeu):  # noqa: F811 (the imported fixture)
     g = _base(tiny_model, clip_name)
     # 128 px: FreeU_V2 normalises by the spread of the deepest 4×-channel level, which is one cell (zero
     # spread, NaN) for a 64 px clip's 8×8 latent; at 128 px it is 2×2 (at 512 px, 8×8).

@@ -7,8 +7,9 @@
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
-import torch
+from PIL import Image
 
 from test_inversion_sampler import FRAMES, SIZE, _base, _invert, _latent, _rel, _sample, _save_latent, clip_name  # noqa: F401
 
@@ -43,8 +44,6 @@ def test_flow_of_the_bundled_clip_and_trajectory_report(comfy, tiny_model, metho
     out = comfy.run(g, timeout=240)
     previews = comfy.output_files(out["4"])
     assert len(previews) == CLIP_FRAMES - 1
-    from PIL import Image
-    import numpy as np
     first = np.asarray(Image.open(previews[0]))
     assert first.std() > 1.0, "the clip moves: the preview must not be uniform"
     report = out["6"]["text"][0].splitlines()
@@ -68,7 +67,7 @@ def _reconstruction_graph(ckpt: str, clip: str, steps: int) -> dict:
     return g
 
 
-def test_trajectory_attention_round_trips_and_is_active_in_inversion_and_edit(comfy, tiny_model, clip_name):
+def test_trajectory_attention_round_trips_and_is_active_in_inversion_and_edit(comfy, tiny_model, clip_name):  # noqa: F811 (the imported fixture)
     steps = 10
     g = _reconstruction_graph(tiny_model, clip_name, steps)
     g.update({
@@ -107,7 +106,7 @@ def test_trajectory_attention_round_trips_and_is_active_in_inversion_and_edit(co
 
 
 @pytest.mark.parametrize("case", ["frames", "size"])
-def test_flow_of_other_frames_is_a_named_error(comfy, tiny_model, clip_name, case):
+def test_flow_of_other_frames_is_a_named_error(comfy, tiny_model, clip_name, case):  # noqa: F811 (the imported fixture)
     g = _base(tiny_model, clip_name)
     if case == "frames":
         g["20"] = {"class_type": "ImageFromBatch", "inputs": {"image": ["2", 0], "batch_index": 0, "length": 2}}
@@ -124,7 +123,7 @@ def test_flow_of_other_frames_is_a_named_error(comfy, tiny_model, clip_name, cas
         assert f"{SIZE // 8}x{SIZE // 8}" in message
 
 
-def test_unknown_resolution_is_refused(comfy, tiny_model, clip_name):
+def test_unknown_resolution_is_refused(comfy, tiny_model, clip_name):  # noqa: F811 (the imported fixture)
     g = _base(tiny_model, clip_name)
     g.update({"30": _flow(("2", 0)), "31": _trajectory(("1", 0), ("30", 0), "64+32+16+8"),
               "32": _invert(("31", 0), ("3", 0), 2), "33": _save_latent(("32", 1), "vg_traj_bad_res")})
