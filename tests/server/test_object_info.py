@@ -13,7 +13,7 @@ import pytest
 
 PACK_MODULE = "custom_nodes.comfyui-videograin"
 NODES_DIR = Path(__file__).resolve().parents[2] / "nodes"
-CATEGORIES = {"VideoGrain/io", "VideoGrain/masks", "VideoGrain/edit"}
+CATEGORIES = {"VideoGrain/io", "VideoGrain/masks", "VideoGrain/edit", "VideoGrain/motion"}
 
 EXPECTED_NODES = [
     # io
@@ -33,6 +33,10 @@ EXPECTED_NODES = [
     "VideoGrainSampler",
     "VideoGrainAttentionMaps",
     "VideoGrainTemporalWindows",
+    # motion
+    "VideoGrainOpticalFlow",
+    "VideoGrainTrajectoryAttention",
+    "VideoGrainWarpError",
 ]
 
 
