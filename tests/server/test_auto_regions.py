@@ -79,3 +79,30 @@ def test_bad_inputs_name_node_input_and_fix(comfy, tiny_model, case):
     message = comfy.run_expect_error(g)
     for part in want:
         assert part in message, message
+
+
+def test_the_shipped_auto_regions_workflow_edits_the_clip_end_to_end(comfy, tiny_model):
+    """workflows/api/videograin_auto_regions.json on the tiny model at 128 px, 3 frames, 3 steps."""
+    import json
+    from pathlib import Path
+
+    from test_workflows import frames_of, small
+
+    path = Path(__file__).resolve().parents[2] / "workflows" / "api" / "videograin_auto_regions.json"
+    prompt = small(json.loads(path.read_text()), tiny_model)
+    kinds = {n["class_type"] for n in prompt.values()}
+    assert {"VideoGrainAutoRegions", "VideoGrainMaskCheck", "VideoGrainMaskOps", "VideoGrainSampler"} <= kinds
+    for node in prompt.values():
+        if node["class_type"] == "VideoGrainAutoRegions":
+            node["inputs"]["steps"] = 3
+    outputs = comfy.run(prompt, timeout=600)
+    saves = {k: n["inputs"]["filename_prefix"] for k, n in prompt.items() if n["class_type"] == "VideoGrainSaveVideo"}
+    assert len(saves) == 3
+    for node, prefix in saves.items():
+        [video] = comfy.output_files(outputs[node])
+        count, size = frames_of(video)
+        assert size == (64, 128), prefix
+        assert count == (9 if prefix.endswith("attention") else 3), prefix  # 3 regions' heatmaps per frame
+    previews = {n["inputs"]["images"][0]: k for k, n in prompt.items() if n["class_type"] == "PreviewImage"}
+    assert set(previews) == {"6", "15"}  # the clusters' colour preview and the coverage plot
+    assert all(len(outputs[k]["images"]) >= 1 for k in previews.values())
