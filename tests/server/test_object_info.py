@@ -25,6 +25,11 @@ EXPECTED_NODES = [
     "VideoGrainLoadMasks",
     "VideoGrainSelectMask",
     "VideoGrainMaskOverlay",
+    "VideoGrainAlignMask",
+    "VideoGrainBoxesToMasks",
+    "VideoGrainMaskOps",
+    "VideoGrainMaskCheck",
+    "VideoGrainAutoRegions",
     # edit
     "VideoGrainRegion",
     "VideoGrainLayout",
