@@ -16,7 +16,7 @@ the floor and the fast path, and a re-edit reusing the inversion for the fast pa
 
 `--trajectory synthetic` (or `flow`) also times the same fast whole edit with trajectory attention
 (VideoGrainTrajectoryAttention at `--trajectory-resolutions`, default 64 = the highest level) on the
-model given to both the inversion and the edit, beside the edit without it (issue 8's ≤ 1.05× target),
+model given to both the inversion and the edit, beside the edit without it (target ≤ 1.05×, bench/README.md),
 and times the CPU path separately: OpenCV DIS flow of the clip's frames, then the trajectories.
 `synthetic` builds trajectories from a synthetic flow (a slow rotation plus a drift, so chains cross
 cells and collide); `flow` from the DIS flow of the bench's frames. For example

@@ -1,4 +1,4 @@
-"""Issue 14 through the real server: thin parts keep their cells, repeated words bind to free occurrences.
+"""Small parts and repeated words (docs/design.md §19) through the real server: thin parts keep their cells, repeated words bind to free occurrences.
 
 Localisation runs on the bundled clip cropped to 256×128 (latent 16×32, modulated sizes 8×16, 4×8,
 2×4) with the peaked tiny model (tests/server/conftest.py). The part is a one-latent-row belt (latent row 9,
