@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_workflow import get_json, load_server_module  # noqa: E402
+import comfy_server as cs  # noqa: E402
+from run_workflow import get_json  # noqa: E402
 
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
 
@@ -94,9 +95,11 @@ def convert(prompt: dict, object_info: dict) -> dict:
         info = object_info[node["type"]]
         node["outputs"] = [{"name": name, "type": kind, "links": outputs.get((node["id"], slot), [])}
                            for slot, (name, kind) in enumerate(zip(info["output_name"], info["output"]))]
+    # A node's `_meta.note` (free text, ignored by the server) goes to the UI file's extra.notes.
+    notes = {node_id: entry["_meta"]["note"] for node_id, entry in prompt.items() if entry.get("_meta", {}).get("note")}
     return {"id": "00000000-0000-4000-8000-000000000000", "revision": 0,
             "last_node_id": max(n["id"] for n in nodes), "last_link_id": len(links), "nodes": nodes,
-            "links": links, "groups": [], "config": {}, "extra": {}, "version": 0.4}
+            "links": links, "groups": [], "config": {}, "extra": {"notes": notes} if notes else {}, "version": 0.4}
 
 
 def main(argv=None) -> int:
@@ -109,7 +112,6 @@ def main(argv=None) -> int:
     if args.url:
         info = get_json(args.url, "/object_info")
     else:
-        cs = load_server_module()
         host = cs.host_paths()
         with cs.ComfyServer(host, output_dir=host.base_dir / "output") as server:
             info = get_json(server.url, "/object_info")

@@ -20,6 +20,7 @@ from .recorder import RECORDER_KEY, AttentionRecorder
 from .reference import modulated_probs
 from .settings import COND, STLayoutSettings, StepRecord, modulation_weight
 from .spacetime import spacetime_attention
+from .trajectory import TRAJECTORIES_KEY, trajectory_attention
 from .windows import WINDOWS_KEY, TemporalWindows, modulated_attend, plain_attend, windowed_attention
 
 
@@ -66,13 +67,24 @@ def step_record(extra_options: dict) -> StepRecord | None:
     return StepRecord(step_index(schedule, sigma), max(len(schedule) - 1, 1), sigma_to_timestep(sigma))
 
 
+def layer_trajectories(extra_options: dict, tokens: int):
+    """The model's `Trajectories` for this layer's token grid, or None (none set, or not at this size)."""
+    trajectories = extra_options.get(TRAJECTORIES_KEY)
+    if not trajectories:
+        return None
+    return trajectories.get(spatial_size(extra_options, tokens))
+
+
 def branch_self_attention(qc: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, heads: int, extra_options: dict,
                           modulation: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """The self-attention of one CFG branch: q/k/v [F, N, C] → [F, N, C].
 
     Full space-time attention over all F·N tokens (docs/design.md §7), or over the temporal windows
     of the model's `TemporalWindows` (docs/design.md §16); ST-Layout modulated when `modulation` =
-    (query region bits, weight w) is given (§5.3), the keys' bits being the queries' own.
+    (query region bits, weight w) is given (§5.3), the keys' bits being the queries' own. When the
+    model carries trajectories for this layer's grid (VideoGrainTrajectoryAttention), the result is
+    then replaced by trajectory attention with the layer's q/k and the space-time output as v
+    (docs/design.md §10.1).
     """
     frames, tokens, width = qc.shape
     qs, ks, vs = qc.reshape(1, -1, width), kc.reshape(1, -1, width), vc.reshape(1, -1, width)
@@ -86,6 +98,9 @@ def branch_self_attention(qc: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, 
         attend = plain_attend(heads) if modulation is None else \
             modulated_attend(heads, modulation[0], modulation[0], modulation[1])
         out = windowed_attention(qs, ks, vs, heads, windows.plan(frames), frames, attend)
+    traj = layer_trajectories(extra_options, tokens)
+    if traj is not None:
+        out = trajectory_attention(qs, ks, out, heads, traj)
     return out.reshape(frames, tokens, width)
 
 
@@ -100,9 +115,11 @@ class SpaceTimeSelfAttention:
         codes, frames = cfg_chunks(extra_options, q.shape[0])
         chunks, tokens, width = len(codes), q.shape[1], q.shape[2]
         if extra_options.get(WINDOWS_KEY) is None:  # both branches in one fused call
-            out = spacetime_attention(q.reshape(chunks, frames * tokens, width),
-                                      k.reshape(chunks, frames * k.shape[1], width),
-                                      v.reshape(chunks, frames * v.shape[1], width), heads)
+            qs, ks = q.reshape(chunks, frames * tokens, width), k.reshape(chunks, frames * k.shape[1], width)
+            out = spacetime_attention(qs, ks, v.reshape(chunks, frames * v.shape[1], width), heads)
+            traj = layer_trajectories(extra_options, tokens)
+            if traj is not None:  # the branches share the trajectories: one batched call (docs/design.md §10.1)
+                out = trajectory_attention(qs, ks, out, heads, traj)
             return out.reshape(q.shape[0], tokens, width)
         rows = [slice(c * frames, (c + 1) * frames) for c in range(chunks)]
         return torch.cat([branch_self_attention(q[r], k[r], v[r], heads, extra_options) for r in rows])

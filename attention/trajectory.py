@@ -14,6 +14,10 @@ import torch
 from ..motion.trajectories import Trajectories
 from .spacetime import split_heads
 
+# transformer_options key of a dict (h, w) -> Trajectories: the token grids whose self-attention is
+# followed by trajectory attention (set by VideoGrainTrajectoryAttention, read by attention/patch.py).
+TRAJECTORIES_KEY = "videograin_trajectories"
+
 CHUNK_BYTES = 256 * 2**20  # bound on the extra memory of one chunk of query tokens
 
 

@@ -1,4 +1,4 @@
-"""Temporal windows with anchor frames for the space-time self-attention (issue 11, item 1).
+"""Temporal windows with anchor frames for the space-time self-attention (docs/design.md §16).
 
 Full space-time self-attention (docs/design.md §7) lets every token of every frame attend to all
 F·h·w tokens of its CFG branch, so its cost grows as F². Windowed attention splits the clip into

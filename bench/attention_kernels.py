@@ -17,15 +17,14 @@ import pathlib
 import statistics
 import sys
 import time
-import types
 
 import torch
 
 PACK_DIR = pathlib.Path(__file__).resolve().parents[1]
-if "videograin" not in sys.modules:  # import the pack as `videograin`, as the tests do
-    _package = types.ModuleType("videograin")
-    _package.__path__ = [str(PACK_DIR)]
-    sys.modules["videograin"] = _package
+sys.path.insert(0, str(PACK_DIR / "bench"))
+from pack_import import import_videograin  # noqa: E402
+
+import_videograin()
 
 from videograin.attention import extrema as extrema_module  # noqa: E402
 from videograin.attention import fast as fast_module  # noqa: E402

@@ -14,6 +14,16 @@ and reports each one's median time and peak GPU memory (an out-of-memory is repo
 The whole edit (VAE encode, 49-step inversion, 50-step edit at CFG 7.5, VAE decode) is timed for
 the floor and the fast path, and a re-edit reusing the inversion for the fast path.
 
+`--trajectory synthetic` (or `flow`) also times the same fast whole edit with trajectory attention
+(VideoGrainTrajectoryAttention at `--trajectory-resolutions`, default 64 = the highest level) on the
+model given to both the inversion and the edit, beside the edit without it (target ≤ 1.05×, bench/README.md),
+and times the CPU path separately: OpenCV DIS flow of the clip's frames, then the trajectories.
+`synthetic` builds trajectories from a synthetic flow (a slow rotation plus a drift, so chains cross
+cells and collide); `flow` from the DIS flow of the bench's frames. For example
+
+    python bench/edit_benchmark.py --frames 16 --sizes 512x512 --parts edit --edit-variants floor \
+        --trajectory synthetic --out bench_traj.json
+
 `--smoke` runs everything with the tiny model on the CPU at a toy size (a CI check that the script
 works; its numbers mean nothing).
 """
@@ -55,7 +65,7 @@ def import_pack():
 
     mods = {n: importlib.import_module(f"videograin.{n}") for n in (
         "nodes.layout_nodes", "nodes.inversion_nodes", "nodes.attention_nodes", "attention.patch",
-        "attention.reference", "attention.fast")}
+        "attention.reference", "attention.fast", "nodes.motion_nodes", "motion.flow")}
     return types.SimpleNamespace(**{k.split(".")[-1]: v for k, v in mods.items()})
 
 
@@ -249,24 +259,57 @@ def step_table(pack, case, positive, layout, steps, repeats, device) -> dict:
     return rows
 
 
-def whole_edit(pack, case, steps: int, modulated: bool, device, inversion=None) -> dict:
-    """Seconds and peak GiB of encode + invert + edit + decode (or, with `inversion`, a re-edit)."""
+def whole_edit(pack, case, steps: int, modulated: bool, device, inversion=None, base=None) -> dict:
+    """Seconds and peak GiB of encode + invert + edit + decode (or, with `inversion`, a re-edit).
+
+    `base` replaces the case's model for both the inversion and the edit (e.g. with trajectory attention).
+    """
     import comfy.model_management as mm
 
+    base = case.model if base is None else base
     with Clock(device) as total:
         if inversion is None:
             case.encode()
-            inversion = call(pack.inversion_nodes.VideoGrainInvert, model=case.model, positive=case.source,
+            inversion = call(pack.inversion_nodes.VideoGrainInvert, model=base, positive=case.source,
                              latent=case.latent, steps=steps)[0]
         positive, layout = case.layout()
-        model = patched(pack, case.model, layout) if modulated else case.model
+        model = patched(pack, base, layout) if modulated else base
         latent = call(pack.inversion_nodes.VideoGrainSampler, model=model, inversion=inversion, positive=positive,
                       negative=case.negative, cfg=7.5, steps=steps, seed=42,
                       background="source_noise" if modulated else "off")[0]
         frames = vae_chunked(case.vae.decode, latent["samples"], VAE_CHUNK)
     assert frames.shape[0] == case.images.shape[0]
+    case.decoded = frames  # the edit's frames, for quality figures (bench/long_clip_benchmark.py)
     mm.soft_empty_cache()
     return {"seconds": total.seconds, "peak_gib": total.peak_gib}, inversion
+
+
+def synthetic_flow(frames: int, height: int, width: int):
+    """[F-1, H, W, 2] pixels: a 1.5° rotation about the centre plus a drift of 1/64 of the width per frame."""
+    import math
+
+    import torch
+
+    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32),
+                            indexing="ij")
+    cy, cx, a = (height - 1) / 2, (width - 1) / 2, math.radians(1.5)
+    dx = math.cos(a) * (xs - cx) - math.sin(a) * (ys - cy) + cx - xs + width / 64
+    dy = math.sin(a) * (xs - cx) + math.cos(a) * (ys - cy) + cy - ys
+    return torch.stack([dx, dy], dim=-1).expand(frames - 1, -1, -1, -1).contiguous()
+
+
+def trajectory_model(pack, case, source: str, resolutions: str):
+    """(model with trajectory attention, CPU seconds of the DIS flow of the frames, seconds of the trajectories)."""
+    flow_mod = pack.flow
+    t0 = time.perf_counter()
+    computed = flow_mod.clip_flow(case.images[..., :3], "dis", "medium")
+    flow_seconds = time.perf_counter() - t0
+    frames, height, width = case.images.shape[:3]
+    flow = computed if source == "flow" else flow_mod.VideoFlow(synthetic_flow(frames, height, width), "synthetic")
+    t0 = time.perf_counter()
+    model = call(pack.motion_nodes.VideoGrainTrajectoryAttention, model=case.model, flow=flow,
+                 resolutions=resolutions, seed=0, slot_layout="chain")[0]
+    return model, flow_seconds, time.perf_counter() - t0
 
 
 def host_rss_gib() -> float:
@@ -287,6 +330,9 @@ def main(argv=None) -> int:
     ap.add_argument("--edit-variants", default="floor,fast,reedit", help="which whole edits to time")
     ap.add_argument("--vae-chunk", type=int, default=VAE_CHUNK, help="frames per VAE encode/decode call")
     ap.add_argument("--checkpoint", type=Path, help="load this checkpoint file instead of building in memory")
+    ap.add_argument("--trajectory", choices=("off", "synthetic", "flow"), default="off",
+                    help="also time the fast whole edit with trajectory attention (flow: synthetic or DIS of the frames)")
+    ap.add_argument("--trajectory-resolutions", default="64", help="VideoGrainTrajectoryAttention resolutions")
     ap.add_argument("--smoke", action="store_true", help="tiny model on the CPU at a toy size")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
@@ -323,6 +369,12 @@ def main(argv=None) -> int:
                 row["edit_fast"], inversion = whole_edit(pack, case, args.steps, True, device)
                 if "reedit" in variants:
                     row["reedit_fast"], _ = whole_edit(pack, case, args.steps, True, device, inversion)
+                if args.trajectory != "off":
+                    traj_model, flow_s, build_s = trajectory_model(pack, case, args.trajectory,
+                                                                   args.trajectory_resolutions)
+                    row["trajectory_cpu"] = {"flow_seconds": flow_s, "trajectories_seconds": build_s,
+                                             "resolutions": args.trajectory_resolutions, "flow": args.trajectory}
+                    row["edit_traj"], _ = whole_edit(pack, case, args.steps, True, device, base=traj_model)
             row["steps"] = args.steps
             row["host_rss_gib"] = host_rss_gib()
             results.append(row)
@@ -368,6 +420,16 @@ def print_table(results: list[dict]) -> None:
                   f"{_fmt(r['edit_fast'])} | {_ratio(r['edit_fast'], r.get('edit_floor'))} | "
                   f"{_fmt(r.get('reedit_fast'))} | {_ratio(r.get('reedit_fast'), r['edit_fast'])} | "
                   f"{r['host_rss_gib']:.1f} GiB |")
+    trajs = [r for r in results if "edit_traj" in r]
+    if trajs:
+        print("\n| size | frames | steps | resolutions | whole edit, fast | whole edit, fast + trajectory | "
+              "traj/fast | DIS flow (CPU) | trajectories (CPU) |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for r in trajs:
+            cpu = r["trajectory_cpu"]
+            print(f"| {r['size']} | {r['frames']} | {r['steps']} | {cpu['resolutions']} ({cpu['flow']}) | "
+                  f"{_fmt(r['edit_fast'])} | {_fmt(r['edit_traj'])} | {_ratio(r['edit_traj'], r['edit_fast'])} | "
+                  f"{cpu['flow_seconds'] * 1000:.0f} ms | {cpu['trajectories_seconds'] * 1000:.0f} ms |")
 
 
 if __name__ == "__main__":

@@ -146,7 +146,7 @@ def write_webp(path: str, frames: np.ndarray, fps: float, tags: Optional[dict[st
         stream.options = {"quality": str(WEBP_QUALITY)}
         _encode_frames(container, stream, (av.VideoFrame.from_ndarray(f, format="rgb24") for f in frames))
     if tags:
-        _webp_add_exif(path, webp_exif(tags))
+        _webp_add_exif(path, webp_exif(tags), frames.shape[2], frames.shape[1])
 
 
 def webp_exif(tags: dict[str, str]) -> bytes:
@@ -163,12 +163,18 @@ def webp_exif(tags: dict[str, str]) -> bytes:
     return raw[6:] if raw.startswith(b"Exif\x00\x00") else raw
 
 
-def _webp_add_exif(path: str, exif: bytes) -> None:
-    """Append an EXIF chunk to an extended (VP8X) webp and set the VP8X EXIF flag."""
+def _webp_add_exif(path: str, exif: bytes, width: int, height: int) -> None:
+    """Append an EXIF chunk to a webp and set the VP8X EXIF flag. A one-frame clip comes out of libwebp
+    as a simple (VP8/VP8L) file, which gets the VP8X header that EXIF needs first."""
     with open(path, "rb") as fh:
         data = bytearray(fh.read())
-    if data[:4] != b"RIFF" or data[8:12] != b"WEBP" or data[12:16] != b"VP8X":
-        raise ValueError(f"{path} is not an extended webp")
+    if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        raise ValueError(f"{path} is not a webp")
+    if data[12:16] in (b"VP8 ", b"VP8L"):
+        canvas = (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+        data[12:12] = b"VP8X" + struct.pack("<I", 10) + bytes([0, 0, 0, 0]) + canvas
+    elif data[12:16] != b"VP8X":
+        raise ValueError(f"{path} is not a webp this writer knows ({bytes(data[12:16])!r})")
     data[20] |= 0x08  # VP8X flags byte: EXIF present
     data += b"EXIF" + struct.pack("<I", len(exif)) + exif + (b"\x00" if len(exif) % 2 else b"")
     data[4:8] = struct.pack("<I", len(data) - 8)

@@ -12,6 +12,7 @@ computed by another node must have.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -140,3 +141,38 @@ def flow_to_rgb(flow: torch.Tensor | np.ndarray, max_magnitude: float | None = N
     hue = torch.remainder(torch.atan2(dy, dx) / (2 * math.pi), 1.0)
     value = (magnitude / scale).clamp(0.0, 1.0)
     return _hsv_to_rgb(hue, value).clamp(0.0, 1.0)
+
+
+@dataclass(frozen=True, eq=False)
+class VideoFlow:
+    """The VIDEOGRAIN_FLOW object: forward flow of one clip, `[F-1, H, W, 2]` float32 pixels (CPU).
+
+    Layout as in the module docstring; `image_size` (H, W) is the size of the frames it was computed
+    on, `method` how it was made ("dis", "farneback", or a caller's label for foreign flow).
+    """
+
+    forward: torch.Tensor
+    method: str = "dis"
+
+    def __post_init__(self):
+        if not isinstance(self.forward, torch.Tensor) or self.forward.ndim != 4 or self.forward.shape[-1] != 2:
+            shape = tuple(getattr(self.forward, "shape", ())) or type(self.forward).__name__
+            raise FlowError(f"flow must have layout [F-1, H, W, 2], got {shape}")
+
+    @property
+    def frames(self) -> int:
+        """Frames of the clip the flow belongs to (one more than its pairs)."""
+        return self.forward.shape[0] + 1
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) of the frames the flow was computed on."""
+        return int(self.forward.shape[1]), int(self.forward.shape[2])
+
+    def __deepcopy__(self, memo):
+        return self  # immutable
+
+
+def clip_flow(frames, method: str = "dis", preset: str = "medium") -> VideoFlow:
+    """VideoFlow of a clip [F, H, W, 3] (F ≥ 2), computed with `compute_flow`."""
+    return VideoFlow(compute_flow(frames, method, preset), method)

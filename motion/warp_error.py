@@ -1,4 +1,4 @@
-"""Warp-Err: temporal consistency of an edit measured with the SOURCE clip's motion (issue 8 item 7).
+"""Warp-Err: temporal consistency of an edit measured with the SOURCE clip's motion (docs/design.md §10).
 
 For each pair (t, t+1) the edit's frame t+1 is brought onto frame t's pixel grid along the source's
 forward flow f_t (cv2.remap samples frame t+1 at p + f_t(p), bilinear): for a perfectly consistent edit

@@ -24,7 +24,7 @@ from ..sampling.inversion import Inversion
 from ..sampling.schedule import editing_sigmas
 from .errors import VideoGrainInputError, out_of_memory_hint
 from .inversion_cache import CACHE_ENV, cache_folder, inversion_key
-from .model_patch import check_sd15, check_windows, prepare_edit_model, spacetime_clone
+from .model_patch import check_sd15, check_trajectories, check_windows, prepare_edit_model, spacetime_clone
 from .notify import warn
 
 INVERT = "VideoGrainInvert"
@@ -141,6 +141,7 @@ class VideoGrainInvert:
         check_sd15(model, INVERT)
         samples = _latent_samples(latent, INVERT, model)
         check_windows(model, samples.shape[0])
+        check_trajectories(model, samples.shape[0], tuple(samples.shape[-2:]))
         work = spacetime_clone(model, INVERT)
         sigmas = inversion_schedule(work.get_model_object("model_sampling"), steps)
         started = time.perf_counter()
@@ -255,6 +256,7 @@ class VideoGrainSampler:
         check_sd15(model, SAMPLER)
         frames, _, h, w = inversion.latent_T.shape
         check_windows(model, frames)
+        check_trajectories(model, frames, (h, w))
         work, layout, recorder = prepare_edit_model(model)
         if layout is not None and (layout.frames != frames or tuple(layout.latent_size) != (h, w)):
             lh, lw = layout.latent_size

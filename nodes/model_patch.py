@@ -1,14 +1,17 @@
 """Installing VideoGrain's attention on a ModelPatcher clone (never on the model passed in).
 
 All patches go through `ModelPatcher.clone()` and `transformer_options["patches_replace"]`; per-run
-state (the attention recorder) lives under the pack's own key in the clone's transformer_options.
+state (the attention recorder) and per-model settings (temporal windows, trajectories) live under the
+pack's own keys in the clone's transformer_options.
 """
 from __future__ import annotations
 
 from ..attention.patch import ALLOC_GUARD_KEY, SpaceTimeSelfAttention, STLayoutAttention
 from ..attention.recorder import RECORDER_KEY, AttentionRecorder
 from ..attention.settings import STLayoutSettings
+from ..attention.trajectory import TRAJECTORIES_KEY
 from ..attention.windows import WINDOWS_KEY, TemporalWindows, WindowError
+from ..masks.layout import attention_sizes
 
 STATE_KEY = "videograin"  # transformer_options key holding the EditPatch of an ST-Layout model
 
@@ -148,3 +151,45 @@ def check_windows(model, frames: int) -> None:
     except WindowError as exc:
         raise VideoGrainInputError(WINDOWS_NODE, exc.input_name, f"{exc.problem} (the clip has {frames} frames)",
                                    exc.fix) from exc
+
+
+TRAJECTORY_NODE = "VideoGrainTrajectoryAttention"
+# Resolutions named by the official factors at 512² (64 = latent grid H/8, then 32, 16); any frame size
+# maps them to the UNet's own token grids with masks.layout.attention_sizes (docs/design.md §10.1).
+RESOLUTIONS = {"64": 1, "64+32": 2, "64+32+16": 3}
+
+
+def trajectory_grids(image_size: tuple[int, int], resolution: str) -> list[tuple[int, int]]:
+    """Token grids (h, w) named by `resolution` for frames of `image_size` (H, W) pixels, distinct."""
+    latent = (image_size[0] // 8, image_size[1] // 8)  # VAEEncode crops to multiples of 8
+    grids = attention_sizes(latent)[:RESOLUTIONS[resolution]]
+    return list(dict.fromkeys(grids))
+
+
+def trajectories_clone(model, trajectories: dict):
+    """A clone whose self-attention at the grids of `trajectories` ((h, w) -> Trajectories) is followed by
+    trajectory attention, in inversion and editing (docs/design.md §10.1)."""
+    m = model.clone()
+    m.model_options["transformer_options"][TRAJECTORIES_KEY] = dict(trajectories)
+    return m
+
+
+def check_trajectories(model, frames: int, latent_size: tuple[int, int]) -> None:
+    """Refuse, before any UNet call, trajectories built from a flow of another frame count or size."""
+    from .errors import VideoGrainInputError
+
+    trajectories = model.model_options.get("transformer_options", {}).get(TRAJECTORIES_KEY)
+    if not trajectories:
+        return
+    grids = attention_sizes(tuple(latent_size))[:max(RESOLUTIONS.values())]
+    for size, traj in trajectories.items():
+        if traj.frames != frames:
+            raise VideoGrainInputError(TRAJECTORY_NODE, "flow", f"the flow is for {traj.frames} frames but the "
+                                       f"clip has {frames}", "compute the flow (VideoGrainOpticalFlow) from the "
+                                       "same frames that were VAE-encoded (same frame_load_cap / skip / nth)")
+        if tuple(size) not in grids:
+            h, w = latent_size
+            raise VideoGrainInputError(TRAJECTORY_NODE, "flow", f"the flow's frames give token grid "
+                                       f"{size[0]}x{size[1]}, but the clip's latent {h}x{w} (pixels "
+                                       f"{8 * h}x{8 * w}) has grids {', '.join(f'{a}x{b}' for a, b in grids)}",
+                                       "compute the flow from the frames at the size that was VAE-encoded")

@@ -1,4 +1,4 @@
-"""Disk cache for DDIM inversions (issue 10 item 1): content keys (`key`), the safetensors file
+"""Disk cache for DDIM inversions (docs/design.md §17): content keys (`key`), the safetensors file
 format (`record`) and the folder with atomic writes and LRU eviction (`store`). Comfy-free."""
 from .key import (CacheKeyError, describe, inversion_cache_key, patches_fingerprint, tensor_digest,
                   weights_fingerprint)

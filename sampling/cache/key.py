@@ -1,4 +1,4 @@
-"""Process-independent cache keys for DDIM inversions (issue 10 item 1).
+"""Process-independent cache keys for DDIM inversions (docs/design.md §17).
 
 Everything here hashes content, never object ids, so a key computed after a server restart equals the
 key computed before it. The byte-level hasher is `_feed` (type-tagged, dict keys sorted, floats by

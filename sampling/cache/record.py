@@ -1,4 +1,4 @@
-"""The on-disk form of a cached inversion: one safetensors file with a JSON header (issue 10 item 1).
+"""The on-disk form of a cached inversion: one safetensors file with a JSON header (docs/design.md §17).
 
 Layout: the Inversion's tensors under `core/<field>`, optional extra tensors (PnP features later,
 e.g. `pnp/<step>/<layer>`) under `extra/<name>`, and in the safetensors metadata one entry

@@ -4,7 +4,8 @@
   `.log_path`, `.log_tail()`), started once per session on a free port, stopped at the end.
 - `comfy`: a `comfy_client.ComfyClient` bound to it (also installed as the module default, so
   `comfy_client.run(prompt)` works in tests that requested `comfy_server`).
-- `tiny_model` / `full_model`: checkpoint names for CheckpointLoaderSimple (files checked).
+- `tiny_model` / `full_model`: checkpoint names for CheckpointLoaderSimple (files checked);
+  `peaked_model`: the tiny model with informative (peaked) cross-attention.
 - `host_paths` (ComfyUI tree, base dir, python), `server_module` (.ci/comfy_server.py).
 
 The host comes from .ci/setup_host.sh ($VIDEOGRAIN_HOST or <repo>/.host); output and temp folders
@@ -96,3 +97,27 @@ def pytest_runtest_makereport(item, call):
         server = getattr(item, "funcargs", {}).get("comfy_server")
         if server is not None:
             report.sections.append(("ComfyUI server log", server.log_tail(40)))
+
+
+@pytest.fixture(scope="session")
+def peaked_model(host_paths, tiny_model):
+    """The tiny checkpoint with its cross-attention query/key weights ×4 (scores ×16): a model whose
+    attention is informative.
+
+    Random weights give near-uniform cross-attention (row max − min ≈ 0.1), so no modulation can
+    move much mass: ST-Layout moves scores by w·(M − m). Trained SD1.5 has peaked text attention;
+    this copy restores a realistic score spread without training. Written next to the test models
+    under a per-process name and removed afterwards.
+    """
+    import os
+
+    from safetensors.torch import load_file, save_file
+
+    target = host_paths.checkpoints_dir / f"videograin_tiny_sd15_peaked_{os.getpid()}.safetensors"
+    sd = load_file(str(host_paths.checkpoints_dir / tiny_model))
+    for key in sd:
+        if ".attn2.to_q." in key or ".attn2.to_k." in key:
+            sd[key] = sd[key] * 4
+    save_file(sd, str(target))
+    yield target.name
+    target.unlink(missing_ok=True)

@@ -127,28 +127,6 @@ def inside_shares(comfy, outputs: dict, node: str) -> dict[str, float]:
     return {m.group(1): float(m.group(2)) for m in re.finditer(r"^(.*): ([0-9.]+)% inside its mask$", text, re.M)}
 
 
-@pytest.fixture(scope="module")
-def peaked_model(host_paths, tiny_model):
-    """The tiny checkpoint with its cross-attention query/key weights ×4 (scores ×16).
-
-    Random weights give near-uniform cross-attention (row max − min ≈ 0.1), so no modulation can
-    move much mass: ST-Layout moves scores by w·(M − m). Trained SD1.5 has peaked text attention;
-    this copy restores a realistic score spread without training. Written next to the test models
-    and removed afterwards.
-    """
-    from safetensors.torch import save_file
-
-    source = host_paths.checkpoints_dir / tiny_model
-    target = host_paths.checkpoints_dir / "videograin_tiny_sd15_peaked_test.safetensors"
-    sd = load_file(str(source))
-    for key in sd:
-        if ".attn2.to_q." in key or ".attn2.to_k." in key:
-            sd[key] = sd[key] * 4
-    save_file(sd, str(target))
-    yield target.name
-    target.unlink(missing_ok=True)
-
-
 def test_modulation_localizes_each_prompt_in_its_region(comfy, peaked_model):
     """The weight-free analogue of the paper's ablation (Table 3): a prompt's attention mass inside
     its own mask rises well above the unmodulated value at the modulated steps."""

@@ -13,16 +13,23 @@ import pytest
 
 PACK_MODULE = "custom_nodes.comfyui-videograin"
 NODES_DIR = Path(__file__).resolve().parents[2] / "nodes"
-CATEGORIES = {"VideoGrain/io", "VideoGrain/masks", "VideoGrain/edit"}
+CATEGORIES = {"VideoGrain/io", "VideoGrain/masks", "VideoGrain/edit", "VideoGrain/motion"}
 
 EXPECTED_NODES = [
     # io
     "VideoGrainLoadVideo",
     "VideoGrainSaveVideo",
+    "VideoGrainVAEEncode",
+    "VideoGrainVAEDecode",
     # masks
     "VideoGrainLoadMasks",
     "VideoGrainSelectMask",
     "VideoGrainMaskOverlay",
+    "VideoGrainAlignMask",
+    "VideoGrainBoxesToMasks",
+    "VideoGrainMaskOps",
+    "VideoGrainMaskCheck",
+    "VideoGrainAutoRegions",
     # edit
     "VideoGrainRegion",
     "VideoGrainLayout",
@@ -32,6 +39,11 @@ EXPECTED_NODES = [
     "VideoGrainClearInversionCache",
     "VideoGrainTemporalWindows",
     "VideoGrainAttentionMaps",
+    "VideoGrainTemporalWindows",
+    # motion
+    "VideoGrainOpticalFlow",
+    "VideoGrainTrajectoryAttention",
+    "VideoGrainWarpError",
 ]
 
 

@@ -1,7 +1,7 @@
-"""Issue 14 through the real server: thin parts keep their cells, repeated words bind to free occurrences.
+"""Small parts and repeated words (docs/design.md §19) through the real server: thin parts keep their cells, repeated words bind to free occurrences.
 
 Localisation runs on the bundled clip cropped to 256×128 (latent 16×32, modulated sizes 8×16, 4×8,
-2×4) with the peaked tiny model of test_editing.py. The part is a one-latent-row belt (latent row 9,
+2×4) with the peaked tiny model (tests/server/conftest.py). The part is a one-latent-row belt (latent row 9,
 odd) across the left figure: `nearest` samples only even rows at 8×16 and multiples of 4 and 8 below,
 so it loses the belt at every modulated level, while `nearest_rescue` keeps its best-covered cells.
 """
@@ -10,28 +10,11 @@ from __future__ import annotations
 import re
 
 import pytest
-from safetensors.torch import load_file
 
 FRAMES, STEPS, WIDTH, HEIGHT = 2, 8, 256, 128
 BELT_ROW = 9  # latent row of the belt
 GLOBAL = "an astronaut with a red belt and a knight walking under cherry blossoms"
 BELT = "3: red belt"  # the part's region name (third region)
-
-
-@pytest.fixture(scope="module")
-def peaked_model(host_paths, tiny_model):
-    """The tiny checkpoint with cross-attention q/k weights ×4 (see test_editing.peaked_model), under a
-    file name of its own so that it cannot clash with that module's copy."""
-    from safetensors.torch import save_file
-
-    target = host_paths.checkpoints_dir / "videograin_tiny_sd15_peaked_part_test.safetensors"
-    sd = load_file(str(host_paths.checkpoints_dir / tiny_model))
-    for key in sd:
-        if ".attn2.to_q." in key or ".attn2.to_k." in key:
-            sd[key] = sd[key] * 4
-    save_file(sd, str(target))
-    yield target.name
-    target.unlink(missing_ok=True)
 
 
 def part_graph(ckpt: str) -> dict:

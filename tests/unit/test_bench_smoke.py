@@ -38,3 +38,26 @@ def test_edit_benchmark_smoke_prints_every_table(tmp_path):
     for name in ("floor", "reference", "fast"):
         assert row["step"][name]["seconds"] > 0
     assert row["reedit_fast"]["seconds"] > 0
+
+
+def test_long_clip_benchmark_smoke_times_full_and_windowed_edits(tmp_path):
+    """bench/long_clip_benchmark.py on the tiny model: both variants timed, seam figures finite."""
+    out = tmp_path / "long.json"
+    proc = subprocess.run([sys.executable, str(PACK_DIR / "bench" / "long_clip_benchmark.py"), "--smoke",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| windowed/full |" in proc.stdout
+    [row] = json.loads(out.read_text())
+    assert row["windows"] == 2
+    for name in ("full", "windowed"):
+        assert row[name]["seconds"] > 0
+        assert all(row[name][k] == row[name][k] for k in ("warp_error", "seam_flicker", "colour_drift"))
+
+
+def test_frame_block_benchmark_smoke_checks_its_blocks():
+    """bench/frame_blocks.py at a toy size: the recording attend agrees with the chunked accumulation."""
+    proc = subprocess.run([sys.executable, str(PACK_DIR / "bench" / "frame_blocks.py"), "--smoke"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [row] = [line.split("|") for line in proc.stdout.splitlines() if line.strip().startswith("2 |")]
+    assert float(row[6]) < 1e-5  # max |attend - add|

@@ -1,6 +1,6 @@
 """Mask downsampling to the attention sizes (masks/downsample.py) and the region check (masks/check.py).
 
-Main fixture, issue 14's case: frames of 256×128 pixels (latent 16×32, attention sizes 8×16, 4×8,
+Main fixture, the thin-part case of docs/design.md §19: frames of 256×128 pixels (latent 16×32, attention sizes 8×16, 4×8,
 2×4 as [h, w]); an instance box and a one-latent-row "sunglasses" part inside it on an odd row,
 which the official nearest resize drops at every modulated level.
 """

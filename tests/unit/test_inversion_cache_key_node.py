@@ -139,3 +139,18 @@ def test_unreadable_weights_raise_cache_key_error():
 def test_cache_folder_env_overrides(monkeypatch, tmp_path):
     monkeypatch.setenv(ic.CACHE_ENV, str(tmp_path / "c"))
     assert ic.cache_folder() == tmp_path / "c"
+
+
+def test_trajectory_attention_is_part_of_the_key():
+    """Trajectories change the inversion (docs/design.md §10.1), so their content keys the cache."""
+    from videograin.attention.trajectory import TRAJECTORIES_KEY
+    from videograin.motion.trajectories import build_trajectories
+
+    def with_flow(shift: float):
+        flow = torch.zeros(2, 64, 64, 2)
+        flow[..., 0] = shift
+        traj = build_trajectories(flow, (64, 64), [(8, 8)], seed=0)
+        return model(options={TRAJECTORIES_KEY: traj})
+
+    assert key(with_flow(0.0)) == key(with_flow(0.0))
+    assert key(with_flow(0.0)) != key(with_flow(8.0)) != key(model())

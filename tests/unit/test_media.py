@@ -356,6 +356,15 @@ def test_write_gif_keeps_identical_frames_and_comment(tmp_path):
         assert im.info["loop"] == 0
 
 
+def test_write_webp_of_one_frame_keeps_its_exif(tmp_path):
+    # libwebp writes a single frame as a simple (VP8) file; the EXIF needs the extended header.
+    path = str(tmp_path / "one.webp")
+    encode.write_webp(path, clip_frames(1, 41, 31), 8.0, {"prompt": '{"p": 1}'})
+    with Image.open(path) as im:
+        assert im.size == (41, 31) and im.getexif()[0x0110] == 'prompt:{"p": 1}'
+        assert index_of(np.asarray(im.convert("RGB"))) == 0
+
+
 def test_write_webp_keeps_identical_frames_and_exif(tmp_path):
     frames = clip_frames(5, 41, 31)
     frames[1] = frames[0]

@@ -1,4 +1,4 @@
-"""Warp-Err (issue 8 item 7): static and exactly-warped clips score 0, changes score > 0."""
+"""Warp-Err (docs/design.md §10): static and exactly-warped clips score 0, changes score > 0."""
 import math
 
 import cv2

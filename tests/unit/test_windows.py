@@ -1,4 +1,4 @@
-"""Temporal windows with anchor frames (issue 11 item 1): the plan, the blend and the attention (CPU)."""
+"""Temporal windows with anchor frames (docs/design.md §16): the plan, the blend and the attention (CPU)."""
 import itertools
 import math
 
