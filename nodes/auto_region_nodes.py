@@ -12,16 +12,12 @@ import time
 
 import torch
 
-import comfy.sample
-import comfy.samplers
-import latent_preview
 
 from ..attention.frame_blocks import FrameBlockRecordingAttention
 from ..masks.clusters import ClusterError, cluster_frames, labels_to_masks, match_labels
 from ..masks.preview import overlay
-from ..sampling import ddim
-from .errors import VideoGrainInputError, out_of_memory_hint
-from .inversion_nodes import OOM_FIX, _denoiser, _latent_samples, _step_hook, inversion_schedule
+from .errors import VideoGrainInputError
+from .inversion_nodes import _latent_samples, inversion_schedule, run_inversion
 from .mask_nodes import MASKS_TYPE
 from .model_patch import check_sd15, check_windows, spacetime_clone
 
@@ -45,24 +41,13 @@ def recording_clone(model, node: str = AUTO):
 
 
 def short_inversion(work, positive, samples: torch.Tensor, steps: int) -> None:
-    """Run VideoGrainInvert's DDIM inversion loop (guidance 1, core's ddim_uniform σ) for its attention
-    calls only; the inverted latent is not needed."""
+    """Run VideoGrainInvert's DDIM inversion (guidance 1, core's ddim_uniform σ) for its attention calls
+    only; the inverted latent is not needed."""
     sigmas = inversion_schedule(work.get_model_object("model_sampling"), steps)
-    up = sigmas[:-1].flip(0)
-    if len(up) < 2:  # ddim.invert calls the UNet len(up) − 1 times
+    if len(sigmas) < 3:  # the inversion calls the UNet len(sigmas) − 2 times
         raise VideoGrainInputError(AUTO, "steps", f"steps={steps} gives no UNet call to record",
                                    "use at least 2 steps (10 is quick, 50 is the official inversion)")
-
-    def invert_fn(model_k, noise, sigmas_up, extra_args=None, callback=None, disable=None):
-        x_T, _ = ddim.invert(_denoiser(model_k, noise, extra_args or {}), noise, sigmas_up,
-                             _step_hook(callback, sigmas_up))
-        return x_T
-
-    callback = latent_preview.prepare_callback(work, max(len(up) - 1, 1))
-    noise = torch.zeros(samples.shape, dtype=samples.dtype, device="cpu")
-    with out_of_memory_hint(AUTO, "latent", OOM_FIX):
-        comfy.sample.sample_custom(work, noise, 1.0, comfy.samplers.KSAMPLER(invert_fn), up, positive, positive,
-                                   samples, callback=callback, disable_pbar=True, seed=0)
+    run_inversion(work, positive, samples, sigmas, steps, AUTO)
 
 
 def summary(names: list[str], masks: torch.Tensor, grid: tuple[int, int], steps: int, calls: int,

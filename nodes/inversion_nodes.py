@@ -92,6 +92,34 @@ def _denoiser(model_k, x, extra_args):
     return lambda x, sigma: model_k(x, sigma * s_in, **extra_args)  # as core's samplers call it
 
 
+def run_inversion(work, positive, samples: torch.Tensor, sigmas: torch.Tensor, steps: int,
+                  node: str = INVERT) -> Inversion:
+    """DDIM inversion of `samples` on the prepared clone `work` (guidance 1, the σ schedule `sigmas`) through
+    core's sample_custom; `node` names the node in an out-of-memory message. VideoGrainInvert and
+    VideoGrainAutoRegions (which runs it for its attention calls) share it."""
+    up = sigmas[:-1].flip(0)
+    captured = {}
+
+    def invert_fn(model_k, noise, sigmas_up, extra_args=None, callback=None, disable=None):
+        # `noise` arrives as latent_image + 0·σ (zero noise): the clean model-space latent.
+        x_T, trajectory = ddim.invert(_denoiser(model_k, noise, extra_args or {}), noise, sigmas_up,
+                                      _step_hook(callback, sigmas_up))
+        captured["trajectory"] = trajectory
+        return x_T
+
+    callback = latent_preview.prepare_callback(work, max(len(up) - 1, 1))
+    noise = torch.zeros(samples.shape, dtype=samples.dtype, device="cpu")
+    # cfg 1: core skips the unconditional pass; `negative` is only a placeholder.
+    with out_of_memory_hint(node, "latent", OOM_FIX):
+        latent_T = comfy.sample.sample_custom(work, noise, 1.0, comfy.samplers.KSAMPLER(invert_fn), up,
+                                              positive, positive, samples, callback=callback,
+                                              disable_pbar=True, seed=0)
+    latent_T = latent_T.detach().float().cpu()
+    trajectory = torch.stack([t.detach().float().cpu() for t in captured["trajectory"]])
+    return Inversion(latent_T=latent_T, source=samples.detach().float().cpu(), trajectory=trajectory,
+                     sigmas=sigmas, steps=int(steps))
+
+
 class VideoGrainInvert:
     DESCRIPTION = ("DDIM-inverts the source clip with the source prompt (guidance 1, full space-time "
                    "self-attention over all frames, no modulation), from the clean latent at t = 1 up to "
@@ -155,7 +183,7 @@ class VideoGrainInvert:
                 hit.key = key
                 out["samples"] = hit.latent_T
                 return (hit, out)
-        record = self._run(work, positive, samples, sigmas, steps)
+        record = run_inversion(work, positive, samples, sigmas, steps)
         record.key = key
         _log.info("[VideoGrain] inversion computed: %d steps in %.2f s (cache %s)", record.schedule_steps,
                   time.perf_counter() - started, cache)
@@ -170,30 +198,6 @@ class VideoGrainInvert:
         out["samples"] = record.latent_T
         return (record, out)
 
-    @staticmethod
-    def _run(work, positive, samples, sigmas, steps) -> Inversion:
-        """The inversion itself (UNet calls through core's sample_custom)."""
-        up = sigmas[:-1].flip(0)
-        captured = {}
-
-        def invert_fn(model_k, noise, sigmas_up, extra_args=None, callback=None, disable=None):
-            # `noise` arrives as latent_image + 0·σ (zero noise): the clean model-space latent.
-            x_T, trajectory = ddim.invert(_denoiser(model_k, noise, extra_args or {}), noise, sigmas_up,
-                                          _step_hook(callback, sigmas_up))
-            captured["trajectory"] = trajectory
-            return x_T
-
-        callback = latent_preview.prepare_callback(work, max(len(up) - 1, 1))
-        noise = torch.zeros(samples.shape, dtype=samples.dtype, device="cpu")
-        # cfg 1: core skips the unconditional pass; `negative` is only a placeholder.
-        with out_of_memory_hint(INVERT, "latent", OOM_FIX):
-            latent_T = comfy.sample.sample_custom(work, noise, 1.0, comfy.samplers.KSAMPLER(invert_fn), up,
-                                                  positive, positive, samples, callback=callback,
-                                                  disable_pbar=True, seed=0)
-        latent_T = latent_T.detach().float().cpu()
-        trajectory = torch.stack([t.detach().float().cpu() for t in captured["trajectory"]])
-        return Inversion(latent_T=latent_T, source=samples.detach().float().cpu(), trajectory=trajectory,
-                         sigmas=sigmas, steps=int(steps))
 
 
 def _cache_key(model, positive, samples, steps, sigmas) -> str:
