@@ -59,11 +59,12 @@ def apply_overrides(prompt: dict, overrides: list[str]) -> dict:
 
 
 def real_checkpoints(url: str, ignore: set[str]) -> list[str]:
-    """Checkpoints CheckpointLoaderSimple offers besides the random test models (real weights)."""
+    """Checkpoints CheckpointLoaderSimple offers besides the random test models (real weights). Every model
+    the dev host or the tests write is named videograin_* (a test killed mid-run can leave one behind)."""
     info = get_json(url, "/object_info/CheckpointLoaderSimple")["CheckpointLoaderSimple"]
     spec = info["input"]["required"]["ckpt_name"]
     names = spec[0] if isinstance(spec[0], list) else spec[1].get("options", [])
-    return [n for n in names if Path(n).name not in ignore]
+    return [n for n in names if Path(n).name not in ignore and not Path(n).name.startswith("videograin_")]
 
 
 def get_json(url: str, path: str, body: dict | None = None):
