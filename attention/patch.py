@@ -28,6 +28,8 @@ from .windows import WINDOWS_KEY, TemporalWindows, modulated_attend, plain_atten
 # created (the node layer sets ComfyUI's `model_prefetch.pause_malloc_graph` where it exists, so such
 # tensors stay outside a captured allocation graph; absent on ComfyUI 0.3.75).
 ALLOC_GUARD_KEY = "videograin_alloc_guard"
+# transformer_options key of the run's `attention.pnp.PnPSession` (PnP feature recording or injection).
+PNP_SESSION_KEY = "videograin_pnp_session"
 
 
 def alloc_guard(extra_options: dict):
@@ -104,6 +106,13 @@ def branch_self_attention(qc: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, 
     return out.reshape(frames, tokens, width)
 
 
+def pnp_qk(q: torch.Tensor, k: torch.Tensor, extra_options: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """attn1's q/k after the run's PnP session (recorded in inversion, swapped in in the first editing steps
+    at output_blocks[4]–[9]); unchanged without a session (docs/design.md §10)."""
+    session = extra_options.get(PNP_SESSION_KEY)
+    return (q, k) if session is None else session.qk(q, k, extra_options)
+
+
 class SpaceTimeSelfAttention:
     """attn1 replacement without modulation: each CFG branch attends over all of its frames."""
 
@@ -113,6 +122,7 @@ class SpaceTimeSelfAttention:
     def __call__(self, q, k, v, extra_options):
         heads = extra_options["n_heads"]
         codes, frames = cfg_chunks(extra_options, q.shape[0])
+        q, k = pnp_qk(q, k, extra_options)
         chunks, tokens, width = len(codes), q.shape[1], q.shape[2]
         if extra_options.get(WINDOWS_KEY) is None:  # both branches in one fused call
             qs, ks = q.reshape(chunks, frames * tokens, width), k.reshape(chunks, frames * k.shape[1], width)
@@ -170,6 +180,8 @@ class STLayoutAttention:
                 f"VideoGrain ST-Layout: the UNet runs {frames} frames per CFG branch but the layout has "
                 f"{self.layout.frames}; sample the latent the layout was built from")
         h, w = spatial_size(extra_options, q.shape[1])
+        if self.kind == "self":
+            q, k = pnp_qk(q, k, extra_options)
         step = step_record(extra_options)
         in_window = self.settings.in_window(step)
         active = in_window and self.strength != 0.0

@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 
-from ..attention.patch import ALLOC_GUARD_KEY, SpaceTimeSelfAttention, STLayoutAttention
+from ..attention.patch import ALLOC_GUARD_KEY, PNP_SESSION_KEY, SpaceTimeSelfAttention, STLayoutAttention
+from ..attention.pnp import PnPResidual
 from ..attention.recorder import RECORDER_KEY
 from ..attention.windows import TemporalWindows
 from ..sampling.cache import CacheKeyError, describe, inversion_cache_key, patches_fingerprint, weights_fingerprint
@@ -32,7 +33,7 @@ CACHE_ENV = "VIDEOGRAIN_CACHE_DIR"
 ALGORITHM = "ddim-invert-v1"
 # transformer_options keys that never change the inversion: per-run state and the ST-Layout patch
 # (spacetime_clone drops it), and keys core sets during sampling.
-_IGNORED_OPTIONS = {RECORDER_KEY, ALLOC_GUARD_KEY, "videograin", "cond_or_uncond", "sigmas", "sample_sigmas", "uuids",
+_IGNORED_OPTIONS = {RECORDER_KEY, ALLOC_GUARD_KEY, PNP_SESSION_KEY, "videograin", "cond_or_uncond", "sigmas", "sample_sigmas", "uuids",
                     "activations_shape", "original_shape", "block", "block_index", "transformer_index"}
 _OURS = (SpaceTimeSelfAttention, STLayoutAttention)
 
@@ -59,6 +60,8 @@ def plain(obj: Any, opaque: set[str], depth: int = 0) -> Any:
         return {"type": "TemporalWindows", "window": obj.window, "overlap": obj.overlap, "anchors": obj.anchors}
     if hasattr(obj, "cond_hint_original") and hasattr(obj, "strength"):  # comfy.controlnet.ControlBase
         return describe_controlnet(obj, opaque, depth)
+    if isinstance(obj, PnPResidual):  # its weights are the model's own, already in the weights fingerprint
+        return {"type": "PnPResidual", "block": obj.pnp_block}
     if isinstance(obj, torch.nn.Module):
         return {"module": f"{type(obj).__module__}.{type(obj).__qualname__}",
                 "weights": weights_fingerprint(obj.state_dict().items())}

@@ -16,15 +16,19 @@ import comfy.sample
 import comfy.samplers
 import latent_preview
 
+from ..attention.patch import PNP_SESSION_KEY
+from ..attention.pnp import PnPSession, PnPSettings
 from ..attention.recorder import AttentionRecord
 from ..sampling import ddim
 from ..sampling.blend import DEFAULT_MODE, MODES, BackgroundBlend
 from ..sampling.cache import CacheError, CacheKeyError, InversionCache
 from ..sampling.inversion import Inversion
+from ..sampling.pnp_features import PnPFeatures
 from ..sampling.schedule import editing_sigmas
 from .errors import VideoGrainInputError, out_of_memory_hint
 from .inversion_cache import CACHE_ENV, cache_folder, inversion_key
-from .model_patch import check_sd15, check_trajectories, check_windows, prepare_edit_model, spacetime_clone
+from .model_patch import (PNP_NODE, check_sd15, check_trajectories, check_windows, pnp_settings, prepare_edit_model,
+                          spacetime_clone)
 from .notify import warn
 
 INVERT = "VideoGrainInvert"
@@ -92,32 +96,92 @@ def _denoiser(model_k, x, extra_args):
     return lambda x, sigma: model_k(x, sigma * s_in, **extra_args)  # as core's samplers call it
 
 
+def _record_uncond_too(previous):
+    """`sampler_calc_cond_batch_function` for the inversion calls that record PnP features: the cond pass
+    exactly as without PnP, then the uncond pass (the sampler's negative) only for its features; the uncond
+    prediction handed to CFG is zero, as core's cfg-1 shortcut leaves it, so the latent is unchanged."""
+    def run(args, conds):
+        if previous is not None:
+            return previous({**args, "conds": conds})
+        return comfy.samplers.calc_cond_batch(args["model"], conds, args["input"], args["sigma"],
+                                              args["model_options"])
+
+    def calc(args):
+        cond, uncond = args["conds"]
+        cond_out = run(args, [cond, None])[0]
+        run(args, [None, uncond])  # index 1: the UNet sees cond_or_uncond = [1], the uncond half
+        return [cond_out, torch.zeros_like(cond_out)]
+    return calc
+
+
+def _inversion_denoiser(model_k, x, extra_args, session: PnPSession | None):
+    """_denoiser, plus the uncond pass in the calls whose PnP features are recorded."""
+    plain = _denoiser(model_k, x, extra_args)
+    if session is None:
+        return plain
+    s_in = x.new_ones([x.shape[0]])
+    options = dict(extra_args.get("model_options", {}))
+    options["disable_cfg1_optimization"] = True
+    options["sampler_calc_cond_batch_function"] = _record_uncond_too(options.get("sampler_calc_cond_batch_function"))
+    recording = {**extra_args, "model_options": options}
+
+    def denoise(x, sigma):
+        if session.step({"sigmas": sigma}) is None:
+            return plain(x, sigma)
+        return model_k(x, sigma * s_in, **recording)
+    return denoise
+
+
+def check_inject_step(settings: PnPSettings | None, schedule_steps: int) -> None:
+    """Refuse an inject_step the schedule cannot serve (editing step i uses the inversion call at σ_{i+1})."""
+    if settings is not None and settings.inject_step > schedule_steps - 1:
+        raise VideoGrainInputError(PNP_NODE, "inject_step", f"inject_step is {settings.inject_step} but the "
+                                   f"schedule has {schedule_steps} steps, and editing step i uses the inversion "
+                                   "step below it, so at most steps − 1 steps can be injected",
+                                   f"set inject_step to at most {schedule_steps - 1} (advised 5–10), or raise steps")
+
+
 def run_inversion(work, positive, samples: torch.Tensor, sigmas: torch.Tensor, steps: int,
                   node: str = INVERT) -> Inversion:
     """DDIM inversion of `samples` on the prepared clone `work` (guidance 1, the σ schedule `sigmas`) through
     core's sample_custom; `node` names the node in an out-of-memory message. VideoGrainInvert and
-    VideoGrainAutoRegions (which runs it for its attention calls) share it."""
+    VideoGrainAutoRegions (which runs it for its attention calls) share it. A model from VideoGrainPnP also
+    records its PnP features (`Inversion.pnp`)."""
     up = sigmas[:-1].flip(0)
     captured = {}
+    settings = pnp_settings(work)
+    check_inject_step(settings, len(sigmas) - 1)
+    session = None
+    if settings is not None:
+        session = PnPSession("record", PnPFeatures(settings.inject_step, int(samples.shape[0]), sigmas.float().cpu()))
+        work.model_options["transformer_options"][PNP_SESSION_KEY] = session
 
     def invert_fn(model_k, noise, sigmas_up, extra_args=None, callback=None, disable=None):
         # `noise` arrives as latent_image + 0·σ (zero noise): the clean model-space latent.
-        x_T, trajectory = ddim.invert(_denoiser(model_k, noise, extra_args or {}), noise, sigmas_up,
-                                      _step_hook(callback, sigmas_up))
+        denoise = _inversion_denoiser(model_k, noise, extra_args or {}, session)
+        x_T, trajectory = ddim.invert(denoise, noise, sigmas_up, _step_hook(callback, sigmas_up))
         captured["trajectory"] = trajectory
         return x_T
 
     callback = latent_preview.prepare_callback(work, max(len(up) - 1, 1))
     noise = torch.zeros(samples.shape, dtype=samples.dtype, device="cpu")
-    # cfg 1: core skips the unconditional pass; `negative` is only a placeholder.
+    # cfg 1: core skips the unconditional pass, so `negative` is a placeholder, except for PnP recording.
+    negative = settings.negative if settings is not None else positive
     with out_of_memory_hint(node, "latent", OOM_FIX):
         latent_T = comfy.sample.sample_custom(work, noise, 1.0, comfy.samplers.KSAMPLER(invert_fn), up,
-                                              positive, positive, samples, callback=callback,
+                                              positive, negative, samples, callback=callback,
                                               disable_pbar=True, seed=0)
     latent_T = latent_T.detach().float().cpu()
     trajectory = torch.stack([t.detach().float().cpu() for t in captured["trajectory"]])
+    features = None
+    if session is not None:
+        features = session.features
+        if features.missing():
+            raise VideoGrainInputError(PNP_NODE, "model", f"the UNet never produced the PnP features "
+                                       f"{features.missing()[:3]}", "use an SD1.5-family model whose UNet "
+                                       "ComfyUI builds with SD1.5's output blocks; if it is one, please report it")
     return Inversion(latent_T=latent_T, source=samples.detach().float().cpu(), trajectory=trajectory,
-                     sigmas=sigmas, steps=int(steps))
+                     sigmas=sigmas, steps=int(steps), pnp=features)
 
 
 class VideoGrainInvert:
@@ -173,22 +237,28 @@ class VideoGrainInvert:
         work = spacetime_clone(model, INVERT)
         sigmas = inversion_schedule(work.get_model_object("model_sampling"), steps)
         started = time.perf_counter()
+        pnp = pnp_settings(model)
+        check_inject_step(pnp, len(sigmas) - 1)
         key = _cache_key(model, positive, samples, steps, sigmas) if store is not None else ""
         out = {k: v for k, v in latent.items() if k not in ("samples", "noise_mask")}
         if key and cache == "on":
-            hit = store.get(key)
-            if hit is not None and hit.steps == int(steps) and tuple(hit.source.shape) == tuple(samples.shape):
+            hit = _cache_hit(store, key, samples, steps, pnp)
+            if hit is not None:
                 _log.info("[VideoGrain] inversion cache hit %s (key and load %.2f s; the UNet is not run)",
                           store.path(key), time.perf_counter() - started)
-                hit.key = key
                 out["samples"] = hit.latent_T
-                return (hit, out)
+                return _invert_result(hit, out)
         record = run_inversion(work, positive, samples, sigmas, steps)
         record.key = key
         _log.info("[VideoGrain] inversion computed: %d steps in %.2f s (cache %s)", record.schedule_steps,
                   time.perf_counter() - started, cache)
         if key:
-            if store.put(key, record, meta={"frames": int(samples.shape[0]), "steps": int(steps)}):
+            meta = {"frames": int(samples.shape[0]), "steps": int(steps)}
+            extra = {}
+            if record.pnp is not None:
+                meta["pnp"] = record.pnp.meta()
+                extra = record.pnp.to_extra()
+            if store.put(key, record, extra_tensors=extra, meta=meta):
                 _log.info("[VideoGrain] inversion stored in the cache: %s", store.path(key))
             elif str(store.folder) not in _put_failed:
                 _put_failed.add(str(store.folder))
@@ -196,7 +266,32 @@ class VideoGrainInvert:
                              f"the edit runs on, uncached. Fix: make the folder writable, free disk space, set "
                              f"{CACHE_ENV} to a writable folder or raise cache_cap_gb")
         out["samples"] = record.latent_T
+        return _invert_result(record, out)
+
+
+def _cache_hit(store: InversionCache, key: str, samples: torch.Tensor, steps: int, pnp) -> Inversion | None:
+    """The cached inversion under `key` when it fits these inputs (with its PnP features if PnP is on)."""
+    entry = store.get_entry(key)
+    if entry is None:
+        return None
+    hit = entry.inversion
+    if hit.steps != int(steps) or tuple(hit.source.shape) != tuple(samples.shape):
+        return None
+    if pnp is not None:
+        hit.pnp = PnPFeatures.from_extra(entry.extra, entry.meta.get("pnp"), hit.sigmas)
+        if hit.pnp is None or hit.pnp.inject_step != pnp.inject_step:
+            return None
+    hit.key = key
+    return hit
+
+
+def _invert_result(record: Inversion, out: dict):
+    """The node's outputs; the UI text reports the recorded PnP features and their size."""
+    if record.pnp is None:
         return (record, out)
+    report = record.pnp.describe()
+    _log.info("[VideoGrain] %s", report)
+    return {"ui": {"text": [report]}, "result": (record, out)}
 
 
 
@@ -262,6 +357,9 @@ class VideoGrainSampler:
         check_windows(model, frames)
         check_trajectories(model, frames, (h, w))
         work, layout, recorder = prepare_edit_model(model)
+        session = _injection_session(model, inversion, negative)
+        if session is not None:
+            work.model_options["transformer_options"][PNP_SESSION_KEY] = session
         if layout is not None and (layout.frames != frames or tuple(layout.latent_size) != (h, w)):
             lh, lw = layout.latent_size
             raise VideoGrainInputError(SAMPLER, "inversion", f"the inversion has {frames} frames of latent "
@@ -289,8 +387,46 @@ class VideoGrainSampler:
             samples = comfy.sample.sample_custom(work, noise, cfg, comfy.samplers.KSAMPLER(edit_fn), sigmas,
                                                  positive, negative, inversion.latent_T, callback=callback,
                                                  disable_pbar=True, seed=seed)
+        if session is not None:
+            steps_done = sorted({step for step, _, _ in session.injected})
+            _log.info("[VideoGrain] PnP: injected %d recorded features in editing steps %s", len(session.injected),
+                      steps_done)
         attention = recorder.result() if recorder is not None else AttentionRecord.empty(frames, h, w)
         return ({"samples": samples}, attention)
+
+
+def _injection_session(model, inversion: Inversion, negative) -> PnPSession | None:
+    """The sampler's PnP injection session, or None when the model has PnP off; refuses an INVERSION whose
+    features do not belong to this edit."""
+    settings = pnp_settings(model)
+    if settings is None:
+        if inversion.pnp is not None:
+            _log.info("[VideoGrain] the INVERSION carries PnP features but the model has PnP off; they are unused")
+        return None
+    features = inversion.pnp
+    fix = ("connect VideoGrainInvert to the model from the same VideoGrainPnP node (its inject_step and "
+           "negative), so that it records the features")
+    if features is None:
+        raise VideoGrainInputError(SAMPLER, "inversion", f"the model injects PnP features in "
+                                   f"{settings.inject_step} steps but this INVERSION was made without PnP", fix)
+    if features.inject_step != settings.inject_step:
+        raise VideoGrainInputError(SAMPLER, "inversion", f"the model injects PnP features in {settings.inject_step} "
+                                   f"steps but the INVERSION recorded {features.inject_step}", fix)
+    if features.frames != inversion.frames or not torch.equal(features.sigmas, inversion.sigmas.float().cpu()):
+        raise VideoGrainInputError(SAMPLER, "inversion", "the INVERSION's PnP features belong to another clip or "
+                                   "schedule", "re-run VideoGrainInvert (cache refresh) for these frames")
+    if not _same_conditioning(negative, settings.negative):
+        warn(SAMPLER, "the negative differs from the one VideoGrainPnP recorded the unconditional features with; "
+                      "the uncond half gets features of another prompt. Fix: connect the same negative to both")
+    return PnPSession("inject", features)
+
+
+def _same_conditioning(a, b) -> bool:
+    """Whether two CONDITIONING lists hold the same text embeddings (ControlNets are not compared)."""
+    try:
+        return len(a) == len(b) and all(torch.equal(x[0], y[0]) for x, y in zip(a, b))
+    except (TypeError, IndexError, RuntimeError):
+        return False
 
 
 CLEAR = "VideoGrainClearInversionCache"

@@ -7,11 +7,15 @@ pack's own keys in the clone's transformer_options.
 from __future__ import annotations
 
 from ..attention.patch import ALLOC_GUARD_KEY, SpaceTimeSelfAttention, STLayoutAttention
+from ..attention.pnp import PNP_KEY, PnPSettings, call_context_wrapper, residual_object_name, residual_patches
 from ..attention.recorder import RECORDER_KEY, AttentionRecorder
 from ..attention.settings import STLayoutSettings
 from ..attention.trajectory import TRAJECTORIES_KEY
 from ..attention.windows import WINDOWS_KEY, TemporalWindows, WindowError
 from ..masks.layout import attention_sizes
+from ..sampling.pnp_features import RESIDUAL_BLOCKS
+
+WrappersMP_DIFFUSION_MODEL = "diffusion_model"  # comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL
 
 STATE_KEY = "videograin"  # transformer_options key holding the EditPatch of an ST-Layout model
 
@@ -193,3 +197,33 @@ def check_trajectories(model, frames: int, latent_size: tuple[int, int]) -> None
                                        f"{size[0]}x{size[1]}, but the clip's latent {h}x{w} (pixels "
                                        f"{8 * h}x{8 * w}) has grids {', '.join(f'{a}x{b}' for a, b in grids)}",
                                        "compute the flow from the frames at the size that was VAE-encoded")
+
+
+PNP_NODE = "VideoGrainPnP"
+PNP_WRAPPER_KEY = "videograin_pnp"
+
+
+def pnp_clone(model, settings: PnPSettings):
+    """A clone that records PnP features in VideoGrainInvert and injects them in VideoGrainSampler
+    (docs/design.md §10): the settings under PNP_KEY, object patches on the three recorded ResBlocks'
+    residual branches and a DIFFUSION_MODEL wrapper that lets those see the call's options. With
+    inject_step 0 the clone carries none of them (PnP off)."""
+    m = model.clone()
+    options = m.model_options["transformer_options"]
+    options.pop(PNP_KEY, None)
+    for block in RESIDUAL_BLOCKS:
+        m.object_patches.pop(residual_object_name(block), None)
+    m.remove_wrappers_with_key(WrappersMP_DIFFUSION_MODEL, PNP_WRAPPER_KEY)
+    if settings.inject_step <= 0:
+        return m
+    options[PNP_KEY] = settings
+    for name, patch in residual_patches(m.get_model_object).items():
+        m.add_object_patch(name, patch)
+    m.add_wrapper_with_key(WrappersMP_DIFFUSION_MODEL, PNP_WRAPPER_KEY, call_context_wrapper)
+    return m
+
+
+def pnp_settings(model) -> PnPSettings | None:
+    """The model's PnP settings when injection is on (inject_step > 0), else None."""
+    settings = model.model_options.get("transformer_options", {}).get(PNP_KEY)
+    return settings if settings is not None and settings.inject_step > 0 else None

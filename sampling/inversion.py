@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .pnp_features import PnPFeatures
+
 
 @dataclass(eq=False)
 class Inversion:
@@ -19,6 +21,7 @@ class Inversion:
     - `steps`: the step count the user asked for; `schedule_steps` is the count the schedule really has
       (more when 1000 is not a multiple of `steps`, docs/design.md §3).
     - `key`: the disk-cache key of the inputs (`sampling.cache.inversion_cache_key`), "" when none.
+    - `pnp`: the PnP features recorded for the first editing steps (`sampling.pnp_features`), or None.
     """
 
     latent_T: torch.Tensor
@@ -27,6 +30,7 @@ class Inversion:
     sigmas: torch.Tensor
     steps: int
     key: str = ""
+    pnp: PnPFeatures | None = None
 
     def __post_init__(self) -> None:
         if self.trajectory.shape[0] != len(self.sigmas) - 1:

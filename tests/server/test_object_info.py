@@ -39,7 +39,7 @@ EXPECTED_NODES = [
     "VideoGrainClearInversionCache",
     "VideoGrainTemporalWindows",
     "VideoGrainAttentionMaps",
-    "VideoGrainTemporalWindows",
+    "VideoGrainPnP",
     # motion
     "VideoGrainOpticalFlow",
     "VideoGrainTrajectoryAttention",
