@@ -51,28 +51,25 @@ def _split_head_dim(d: int) -> tuple[int, int]:
     return d1, (0 if rest == 0 else max(16, 1 << (rest - 1).bit_length()))
 
 
+# Tile configs (BLOCK_M, BLOCK_N, num_warps, num_stages). No autotuning: Triton's autotuner re-benchmarks
+# every config for each new key count and again in every process (measured on an H200: 2.8 s of a
+# restarted ComfyUI's first edit, 8.8 s on a fresh machine), while one fixed config compiles once per
+# head-dim signature and stays in Triton's disk cache. `launch_config` picks it; bench/compile_stall.py
+# --sweep times all of them.
+EXTREMA_CONFIGS = [(128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 4, 4), (64, 128, 4, 3), (64, 64, 4, 2), (32, 32, 4, 2)]
+_SHARED_BYTES = 96 * 1024  # pipelined tiles must fit consumer GPUs' ~99 KiB of shared memory too
+
+
+def launch_config(width: int, elem_bytes: int) -> tuple[int, int, int, int]:
+    """The first of EXTREMA_CONFIGS whose pipelined q and k tiles fit in shared memory (`width` = D1 + D2)."""
+    for block_m, block_n, warps, stages in EXTREMA_CONFIGS:
+        if (block_m + block_n * stages) * width * elem_bytes <= _SHARED_BYTES:
+            return block_m, block_n, warps, stages
+    return EXTREMA_CONFIGS[-1]
+
+
 if triton is not None:
 
-    def _prune_configs(configs, named_args, **kwargs):
-        # Keep configs whose pipelined tiles fit in shared memory (~227 KiB on Hopper, less elsewhere).
-        arg = lambda name: kwargs.get(name, named_args.get(name))  # noqa: E731
-        width, elem = arg("D1") + arg("D2"), (4 if arg("IS_FP32") else 2)
-        kept = [c for c in configs
-                if (c.kwargs["BLOCK_M"] + c.kwargs["BLOCK_N"] * c.num_stages) * width * elem <= 160 * 1024]
-        return kept or configs[-1:]
-
-    @triton.autotune(
-        configs=[
-            triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=3),
-            triton.Config({"BLOCK_M": 128, "BLOCK_N": 128}, num_warps=8, num_stages=3),
-            triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=4, num_stages=4),
-            triton.Config({"BLOCK_M": 64, "BLOCK_N": 128}, num_warps=4, num_stages=3),
-            triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}, num_warps=4, num_stages=2),
-            triton.Config({"BLOCK_M": 32, "BLOCK_N": 32}, num_warps=4, num_stages=2),
-        ],
-        key=["N_KEYS", "D1", "D2", "IS_FP32"],
-        prune_configs_by={"early_config_prune": _prune_configs},
-    )
     @triton.jit
     def _row_extrema_kernel(Q, K, W, MAX_OUT, MIN_OUT,
                             stride_qb, stride_qh, stride_qn,
@@ -137,11 +134,12 @@ def triton_available(device: torch.device) -> bool:
     return triton is not None and device.type == "cuda"
 
 
-def row_extrema_triton(qh: torch.Tensor, kh: torch.Tensor, scale: float,
-                       weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def row_extrema_triton(qh: torch.Tensor, kh: torch.Tensor, scale: float, weight: torch.Tensor | None = None,
+                       config: tuple[int, int, int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(max, min) fp32 [B, H, R] of scale·q·kᵀ with the fused Triton kernel (CUDA only).
 
     With `weight` [R], rows are skipped in tiles whose weights are all 0; such rows read max = min = 0.
+    `config` forces one of EXTREMA_CONFIGS (benchmarks); None takes `launch_config`'s.
     """
     b, h, r, d = qh.shape
     if kh.dtype != qh.dtype:
@@ -156,12 +154,12 @@ def row_extrema_triton(qh: torch.Tensor, kh: torch.Tensor, scale: float,
     d1, d2 = _split_head_dim(d)
     has_w = weight is not None
     w = weight.to(qh.device, torch.float32).contiguous() if has_w else rmax
-    grid = lambda meta: (triton.cdiv(r, meta["BLOCK_M"]), b * h)  # noqa: E731
-    _row_extrema_kernel[grid](qh, kh, w, rmax, rmin,
-                              qh.stride(0), qh.stride(1), qh.stride(2),
-                              kh.stride(0), kh.stride(1), kh.stride(2),
-                              h, r, kh.shape[2], d, float(scale),
-                              D1=d1, D2=d2, IS_FP32=qh.dtype == torch.float32, HAS_W=has_w)
+    is_fp32 = qh.dtype == torch.float32
+    block_m, block_n, warps, stages = config or launch_config(d1 + d2, 4 if is_fp32 else 2)
+    _row_extrema_kernel[(triton.cdiv(r, block_m), b * h)](
+        qh, kh, w, rmax, rmin, qh.stride(0), qh.stride(1), qh.stride(2), kh.stride(0), kh.stride(1), kh.stride(2),
+        h, r, kh.shape[2], d, float(scale), BLOCK_M=block_m, BLOCK_N=block_n, D1=d1, D2=d2, IS_FP32=is_fp32,
+        HAS_W=has_w, num_warps=warps, num_stages=stages)
     return rmax, rmin
 
 

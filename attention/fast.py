@@ -14,8 +14,11 @@ per-(query, key-region) bias, and only M and m need all keys (`extrema.py`). Rou
   chunk, so it is a single pass. Used for short key sequences (cross-attention's 77 tokens), where
   it is the fastest exact route on every device.
 
-Default choice: "dense" for at most DENSE_MAX_KEYS keys; otherwise "flex" on CUDA with FlexAttention,
-"grouped" on older torch and on the CPU.
+Default choice: "dense" for at most DENSE_MAX_KEYS keys; otherwise "grouped" (CUDA_ROUTE on CUDA).
+"flex" stays available by name: warm, it is faster per call (H200, 16 frames: 4.4 vs 5.7 ms at the 32×32
+level), but torch.compile builds it per clip shape, 16 s on a fresh machine and 9 s after every restart
+for one 512² clip, against 0.2 s that the grouped route adds to a whole 50-step edit
+(bench/README.md, "First edit").
 
 Rows whose β cannot matter skip the extrema work: on the grouped route rows with w = 0, no positive
 key or only positive keys; inside the Triton extrema kernel, tiles of rows with w = 0.
@@ -41,6 +44,8 @@ DENSE_MAX_KEYS = 256
 # Upper bound on the fp32 score elements one dense or fallback chunk materialises (64 MiB).
 _CHUNK_ELEMENTS = 1 << 24
 ROUTES = ("flex", "grouped", "dense")
+# The automatic route for long key sequences on CUDA: "grouped" (no compile) or "flex" (compiled per shape).
+CUDA_ROUTE = "grouped"
 # kernel_options for FlexAttention (None: its defaults); see bench/attention_kernels.py.
 FLEX_KERNEL_OPTIONS: dict | None = None
 
@@ -83,7 +88,7 @@ def choose_route(q: torch.Tensor, k: torch.Tensor) -> str:
     if k.shape[1] <= DENSE_MAX_KEYS:
         return "dense"
     if q.device.type == "cuda":
-        return "flex" if flex_available() else "grouped"
+        return "flex" if CUDA_ROUTE == "flex" and flex_available() else "grouped"
     # On the CPU the blocked flash kernel with log-sum-exp makes "grouped" about 2x faster than
     # "dense" for self-attention (measured: 4096 tokens, 8 heads, d = 80: 1.25 s vs 2.6 s).
     return "grouped" if _cpu_lse_kernel() else "dense"
