@@ -9,8 +9,8 @@ The math is motion/clip_scores.py; this module only gets the embeddings:
   pooled vector is in the text tower's hidden space, not CLIP's joint image-text space, even where its
   size (768) equals ViT-L's image embedding. The node therefore asks for the unprojected pooled output
   (`encode_from_tokens(..., return_pooled="unprojected")`) and applies the CLIP's own `text_projection`
-  itself, refusing a projection that was never loaded (all zero or non-finite; core leaves missing
-  weights uninitialised, which on CPU reads as zeros).
+  itself, refusing a projection that looks never loaded (`_never_loaded`, a heuristic: core keeps no
+  record of the weights a file lacked) and one whose size differs from the image embeddings'.
 """
 from __future__ import annotations
 
@@ -69,12 +69,30 @@ def _text_projection(node: str, clip) -> torch.Tensor:
         names = ", ".join(name for name, _ in found) or "none"
         raise VideoGrainInputError(node, "clip", f"this CLIP holds {len(found)} text projections ({names}); CLIP-T "
                                    "needs exactly one text encoder", _TEXT_FIX)
-    weight = found[0][1].weight.detach().float().cpu()
-    if not torch.isfinite(weight).all() or not weight.any():
+    param = found[0][1].weight
+    weight = param.detach().float().cpu()
+    if _never_loaded(param, weight):
         raise VideoGrainInputError(node, "clip", "its text projection (text_projection) was never loaded: SD1.x "
                                    "checkpoints do not carry one, so their pooled text output is not in CLIP's "
                                    "image-text space", _TEXT_FIX)
     return weight
+
+
+def _never_loaded(param: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether a text_projection looks like core's uninitialised placeholder rather than loaded weights.
+
+    Core builds text encoders with torch.empty weights and fills them in place from the file; a weight the
+    file lacks keeps whatever the memory held: zeros, NaN/inf, or leftover bytes. Outside inference mode
+    an in-place load bumps the tensor's version counter, so version 0 means never written (ComfyUI runs
+    nodes in inference mode, whose tensors have no counter). Otherwise the values decide: a loaded
+    projection is finite, has almost no exact zeros and no entry near 10 (CLIP's are below 1); leftover
+    memory usually fails one of these. It can still pass by chance: see docs/design.md §12.
+    """
+    if not torch.is_inference(param) and param._version == 0:
+        return True
+    if not torch.isfinite(weight).all():
+        return True
+    return bool((weight == 0).float().mean() > 0.01 or weight.abs().max() > 10.0)
 
 
 def text_embedding(node: str, clip, text: str) -> torch.Tensor:
@@ -132,7 +150,12 @@ class VideoGrainCLIPText:
         node = TEXT_NODE
         frames = _frames(node, images, 1)
         _check_vision(node, clip_vision)
+        projection = getattr(getattr(clip_vision.model, "visual_projection", None), "weight", None)
         text_embed = text_embedding(node, clip, text)
+        if projection is not None and projection.shape[0] != text_embed.shape[1]:
+            raise VideoGrainInputError(node, "clip", f"the CLIP vision model embeds images in {projection.shape[0]} "
+                                       f"dimensions but the text encoder's projection gives {text_embed.shape[1]}: "
+                                       "they are not one CLIP", _TEXT_FIX)
         image_embeds = image_embeddings(node, clip_vision, frames)
         if image_embeds.shape[1] != text_embed.shape[1]:
             raise VideoGrainInputError(node, "clip", f"the CLIP vision model embeds images in {image_embeds.shape[1]} "

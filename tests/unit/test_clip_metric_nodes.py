@@ -61,11 +61,11 @@ def test_clip_f_of_repeated_frames_is_100_and_report():
 
 
 def test_clip_t_applies_the_clips_text_projection():
-    weight = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 0.0]])  # pooled (1, 2) -> text (2, 1, 0)
+    weight = torch.tensor([[0.5, 1.0], [1.0, -0.5], [0.25, 0.25]])  # pooled (1, 2) -> text (2.5, 0, 0.75)
     clip = FakeCLIP(weight, pooled=torch.tensor([[1.0, 2.0]]))
     images = frames([0.9, 0.0, 0.0], [0.0, 0.0, 0.0])  # embeds (1.0, 0.1, 0.1) and (0.1, 0.1, 0.1)
     value, report = mn.VideoGrainCLIPText().measure(FakeVision(), clip, images, "a red car")["result"]
-    text = torch.tensor([2.0, 1.0, 0.0])
+    text = torch.tensor([2.5, 0.0, 0.75])
     expect = [torch.nn.functional.cosine_similarity(torch.tensor(e), text, dim=0).item() * 100
               for e in ([1.0, 0.1, 0.1], [0.1, 0.1, 0.1])]
     assert value == pytest.approx(sum(expect) / 2, rel=1e-6)
@@ -80,7 +80,7 @@ def _error(call) -> VideoGrainInputError:
 
 
 def test_bad_inputs_name_node_and_input():
-    good_clip = FakeCLIP(torch.eye(3))
+    good_clip = FakeCLIP(torch.eye(3) + 0.1)
     vision = FakeVision()
     text_node, frames_node = mn.VideoGrainCLIPText(), mn.VideoGrainCLIPFrames()
     e = _error(lambda: frames_node.measure(vision, frames([0.1, 0.2, 0.3])))
@@ -91,7 +91,14 @@ def test_bad_inputs_name_node_and_input():
     assert (e.node, e.input_name) == ("VideoGrainCLIPText", "text")
     e = _error(lambda: text_node.measure(vision, FakeCLIP(torch.zeros(3, 3)), frames([0.1, 0.2, 0.3]), "x"))
     assert e.input_name == "clip" and "never loaded" in e.problem and "clip_l" in e.fix
-    e = _error(lambda: text_node.measure(vision, FakeCLIP(torch.eye(3), projections=2), frames([0.1, 0.2, 0.3]), "x"))
+    unloaded = FakeCLIP(torch.eye(3) + 0.1)
+    unloaded.cond_stage_model.clip_0.text_projection.weight = torch.nn.Parameter(torch.randn(3, 3))  # never written
+    e = _error(lambda: text_node.measure(vision, unloaded, frames([0.1, 0.2, 0.3]), "x"))
+    assert e.input_name == "clip" and "never loaded" in e.problem
+    for garbage in (torch.eye(3), torch.full((3, 3), float("nan")), torch.full((3, 3), 300.0)):  # leftover memory
+        e = _error(lambda: text_node.measure(vision, FakeCLIP(garbage), frames([0.1, 0.2, 0.3]), "x"))
+        assert e.input_name == "clip" and "never loaded" in e.problem
+    e = _error(lambda: text_node.measure(vision, FakeCLIP(torch.eye(3) + 0.1, projections=2), frames([0.1, 0.2, 0.3]), "x"))
     assert e.input_name == "clip" and "2 text projections" in e.problem
     e = _error(lambda: text_node.measure(FakeVision(dim=5), good_clip, frames([0.1, 0.2, 0.3]), "x"))
     assert e.input_name == "clip" and "5 dimensions" in e.problem and "gives 3" in e.problem
