@@ -1,4 +1,4 @@
-"""Warp-Err of an edited video against its source video, from files (docs/design.md §10.1, §12).
+"""Warp-Err of an edited video against its source video, from files (docs/design.md §12.1).
 
     python bench/video_metrics.py EDIT SOURCE [--mask MASK] [--skip 0 --nth 1] [--method dis]
     python bench/video_metrics.py --smoke          # two tiny synthetic clips, CPU, seconds

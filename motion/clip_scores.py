@@ -1,4 +1,4 @@
-"""CLIP-T and CLIP-F, the paper's two CLIP metrics of Table 1, on embeddings (docs/design.md §12).
+"""CLIP-T and CLIP-F, the paper's two CLIP metrics of Table 1, on embeddings (docs/design.md §12.1).
 
 Pure functions on embedding tensors; encoding the frames and the prompt is the caller's job (the node
 layer uses the CLIP_VISION and CLIP models loaded in ComfyUI). Both take embeddings in CLIP's joint

@@ -1,4 +1,4 @@
-"""CLIP-T and CLIP-F nodes on the CLIP_VISION / CLIP models already loaded in ComfyUI (docs/design.md §12).
+"""CLIP-T and CLIP-F nodes on the CLIP_VISION / CLIP models already loaded in ComfyUI (docs/design.md §12.1).
 
 The math is motion/clip_scores.py; this module only gets the embeddings:
 - images: `clip_vision.encode_image(frames)["image_embeds"]`, core's CLIP preprocessing (shorter side to
@@ -86,7 +86,7 @@ def _never_loaded(param: torch.Tensor, weight: torch.Tensor) -> bool:
     an in-place load bumps the tensor's version counter, so version 0 means never written (ComfyUI runs
     nodes in inference mode, whose tensors have no counter). Otherwise the values decide: a loaded
     projection is finite, has almost no exact zeros and no entry near 10 (CLIP's are below 1); leftover
-    memory usually fails one of these. It can still pass by chance: see docs/design.md §12.
+    memory usually fails one of these. It can still pass by chance: see docs/design.md §12.1.
     """
     if not torch.is_inference(param) and param._version == 0:
         return True
