@@ -33,7 +33,8 @@ _TEXT_FIX = ("load a CLIP text encoder whose file holds text_projection and matc
 def _check_vision(node: str, clip_vision) -> None:
     if not callable(getattr(clip_vision, "encode_image", None)) or \
             not hasattr(getattr(clip_vision, "model", None), "visual_projection"):
-        raise VideoGrainInputError(node, "clip_vision", f"this is not a CLIP vision model ({type(clip_vision).__name__})",
+        raise VideoGrainInputError(node, "clip_vision",
+                                   f"this is not a CLIP vision model ({type(clip_vision).__name__})",
                                    "connect the CLIP_VISION output of CLIPVisionLoader with a CLIP vision checkpoint "
                                    "(not DINOv2)")
 
@@ -69,8 +70,12 @@ def _text_projection(node: str, clip) -> torch.Tensor:
         names = ", ".join(name for name, _ in found) or "none"
         raise VideoGrainInputError(node, "clip", f"this CLIP holds {len(found)} text projections ({names}); CLIP-T "
                                    "needs exactly one text encoder", _TEXT_FIX)
-    param = found[0][1].weight
+    module = found[0][1]
+    param = module.weight
     weight = param.detach().float().cpu()
+    scale = getattr(module, "scale_weight", None)  # scaled-fp8 text encoders store weight / scale
+    if isinstance(scale, torch.Tensor):
+        weight = weight * scale.detach().float().cpu()
     if _never_loaded(param, weight):
         raise VideoGrainInputError(node, "clip", "its text projection (text_projection) was never loaded: SD1.x "
                                    "checkpoints do not carry one, so their pooled text output is not in CLIP's "
@@ -85,14 +90,15 @@ def _never_loaded(param: torch.Tensor, weight: torch.Tensor) -> bool:
     file lacks keeps whatever the memory held: zeros, NaN/inf, or leftover bytes. Outside inference mode
     an in-place load bumps the tensor's version counter, so version 0 means never written (ComfyUI runs
     nodes in inference mode, whose tensors have no counter). Otherwise the values decide: a loaded
-    projection is finite, has almost no exact zeros and no entry near 10 (CLIP's are below 1); leftover
-    memory usually fails one of these. It can still pass by chance: see docs/design.md §12.1.
+    projection is finite, has few exact zeros (under 10 %; fp8 rounds some small weights to 0) and no
+    entry near 10 (CLIP's are below 1); leftover memory usually fails one of these. It can still pass by
+    chance: see docs/design.md §12.1.
     """
     if not torch.is_inference(param) and param._version == 0:
         return True
     if not torch.isfinite(weight).all():
         return True
-    return bool((weight == 0).float().mean() > 0.01 or weight.abs().max() > 10.0)
+    return bool((weight == 0).float().mean() > 0.1 or weight.abs().max() > 10.0)
 
 
 def text_embedding(node: str, clip, text: str) -> torch.Tensor:

@@ -58,19 +58,20 @@ def test_clip_scores_through_the_server(comfy, clip_files):
     _metric(g, "10", "VideoGrainCLIPFrames", "5")                        # A, A
     _metric(g, "12", "VideoGrainCLIPText", "4", "a red sports car")      # A, B
     _metric(g, "13", "VideoGrainCLIPText", "2", "a red sports car")      # A
-    _metric(g, "14", "VideoGrainCLIPText", "3", "a red sports car")      # B
     _metric(g, "15", "VideoGrainCLIPText", "2", "a wooden boat at sea")  # A, another prompt
     out = comfy.run(g, timeout=300)
     assert _value(out, "10") == pytest.approx(100.0, abs=1e-3)
     assert "over 1 frame pairs: 100.0000" in out["10"]["text"][0] and "98.63" in out["10"]["text"][0]
-    a, b, ab, other = (_value(out, n) for n in ("13", "14", "12", "15"))
-    assert all(-100.0 <= v <= 100.0 for v in (a, b, ab, other))
-    # CLIP-T is the mean of per-frame values, and a frame's value does not depend on the batch it is
-    # encoded in: A and B together give the mean of A alone and B alone (separate encodes, same values)
-    assert ab == pytest.approx((a + b) / 2, abs=1e-4)
+    a, ab, other = (_value(out, n) for n in ("13", "12", "15"))
+    assert all(-100.0 <= v <= 100.0 for v in (a, ab, other))
+    # A's value does not depend on the batch it is encoded in (A alone, and A next to B: separate encodes),
+    # and CLIP-T is the mean of the per-frame values
     report = out["12"]["text"][0]
-    assert "CLIP-T (cosine ×100) over 2 frames" in report and f"per frame: {a:.3f}, {b:.3f}" in report
-    assert abs(a - b) > 1e-3  # the frames matter
+    assert "CLIP-T (cosine ×100) over 2 frames" in report
+    per_frame = [float(v) for v in report.split("per frame: ")[1].splitlines()[0].split(", ")]
+    assert per_frame[0] == pytest.approx(a, abs=1e-3)
+    assert ab == pytest.approx(sum(per_frame) / 2, abs=1e-3)
+    assert abs(per_frame[0] - per_frame[1]) > 1e-2  # the frames matter
     assert abs(a - other) > 1e-3  # the prompt matters
 
 

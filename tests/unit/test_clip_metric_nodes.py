@@ -98,7 +98,8 @@ def test_bad_inputs_name_node_and_input():
     for garbage in (torch.eye(3), torch.full((3, 3), float("nan")), torch.full((3, 3), 300.0)):  # leftover memory
         e = _error(lambda: text_node.measure(vision, FakeCLIP(garbage), frames([0.1, 0.2, 0.3]), "x"))
         assert e.input_name == "clip" and "never loaded" in e.problem
-    e = _error(lambda: text_node.measure(vision, FakeCLIP(torch.eye(3) + 0.1, projections=2), frames([0.1, 0.2, 0.3]), "x"))
+    two = FakeCLIP(torch.eye(3) + 0.1, projections=2)
+    e = _error(lambda: text_node.measure(vision, two, frames([0.1, 0.2, 0.3]), "x"))
     assert e.input_name == "clip" and "2 text projections" in e.problem
     e = _error(lambda: text_node.measure(FakeVision(dim=5), good_clip, frames([0.1, 0.2, 0.3]), "x"))
     assert e.input_name == "clip" and "5 dimensions" in e.problem and "gives 3" in e.problem
