@@ -64,7 +64,7 @@ def _text_projection(node: str, clip) -> torch.Tensor:
     model = getattr(clip, "cond_stage_model", None)
     if model is None or not callable(getattr(clip, "tokenize", None)):
         raise VideoGrainInputError(node, "clip", f"this is not a CLIP text encoder ({type(clip).__name__})",
-                                   "connect a CLIP output (CheckpointLoaderSimple or CLIPLoader)")
+                                   "connect the CLIP output of CLIPLoader (a text encoder file with text_projection)")
     found = [(name, module) for name, module in model.named_modules() if name.split(".")[-1] == "text_projection"]
     if len(found) != 1:
         names = ", ".join(name for name, _ in found) or "none"
