@@ -44,6 +44,8 @@ EXPECTED_NODES = [
     "VideoGrainOpticalFlow",
     "VideoGrainTrajectoryAttention",
     "VideoGrainWarpError",
+    "VideoGrainCLIPText",
+    "VideoGrainCLIPFrames",
 ]
 
 
