@@ -40,7 +40,7 @@ class ChainPlan:
     """Packed chain order of one Trajectories on one device.
 
     source [P] long: token gathered into each packed position (padding reads token 0, masked anyway).
-    dest [P] long: token each packed position writes back to; padding writes to the dummy row N.
+    dest [P] long: token each packed position writes back to; N at padding.
     bias [bins, 1, cap, cap] fp32: 0 within a chain, −inf across (padding positions are singletons).
     """
 
@@ -54,12 +54,14 @@ class ChainPlan:
 
     def flat(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(source, dest) [P·batch] into the rows of q.reshape(batch·N, C), position-major (p, b); padding
-        writes to the dummy row batch·N. Made once per batch size."""
+        writes to rows batch·N, batch·N + 1, ... of a scratch tail (each its own, so no index repeats).
+        Made once per batch size."""
         if batch not in self._flat:
             shift = torch.arange(batch, device=self.source.device) * self.tokens
             source = (self.source.view(-1, 1) + shift).reshape(-1)
-            pad = (self.dest == self.tokens).view(-1, 1)
-            dest = torch.where(pad, batch * self.tokens, self.dest.view(-1, 1) + shift).reshape(-1)
+            dest = (self.dest.view(-1, 1) + shift).reshape(-1)
+            pad = (self.dest == self.tokens).view(-1, 1).expand(-1, batch).reshape(-1)
+            dest[pad] = batch * self.tokens + torch.arange(int(pad.sum()), device=dest.device)
             self._flat[batch] = (source, dest)
         return self._flat[batch]
 
@@ -197,7 +199,7 @@ def grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: 
     # rows of the flat [B·N, C] inputs gathered position-major: [P, B, C], whose B and heads dims merge
     qf, kf, vf = (x.reshape(batch * tokens, channels) for x in (q, k, v))
     source, dest = plan.flat(batch)
-    out = torch.empty(batch * tokens + 1, channels, dtype=q.dtype, device=q.device)  # last row: padding sink
+    out = torch.empty(source.numel(), channels, dtype=q.dtype, device=q.device)  # rows past B·N: padding sink
     step = _chunk_bins(plan, batch, channels, heads, q.element_size(), chunk_bytes)
     for b0 in range(0, plan.bins, step):
         b1 = min(b0 + step, plan.bins)

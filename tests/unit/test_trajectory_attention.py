@@ -182,10 +182,16 @@ def test_plan_packs_every_token_once_and_masks_other_chains():
     real = plan.dest < traj.tokens
     assert sorted(plan.dest[real].tolist()) == list(range(traj.tokens))  # each token exactly once
     assert torch.equal(plan.source[real], plan.dest[real])
-    assert plan.cap == traj.longest and plan.bins * plan.cap == plan.dest.numel()
+    assert plan.cap == traj.longest and plan.bins * plan.cap == plan.dest.numel() and plan.fill < 1  # padding too
     block = torch.where(real, traj.chain[plan.source], -1 - torch.arange(plan.dest.numel())).view(plan.bins, plan.cap)
     same = block.unsqueeze(2) == block.unsqueeze(1)
     assert torch.equal(plan.bias[:, 0] == 0, same) and bool(torch.isneginf(plan.bias[:, 0][~same]).all())
+    for batch in (1, 2):  # flat rows: every output row written once, padding to distinct scratch rows
+        source, dest = plan.flat(batch)
+        assert dest.unique().numel() == dest.numel() == source.numel() == plan.dest.numel() * batch
+        assert bool((dest.sort().values[:batch * traj.tokens] == torch.arange(batch * traj.tokens)).all())
+        written = dest < batch * traj.tokens
+        assert torch.equal(source[written], dest[written])
     # members of a chain sit in one bin, contiguous and in frame order
     frame = plan.source // (traj.size[0] * traj.size[1])
     for c in range(int(traj.chain.max()) + 1):
