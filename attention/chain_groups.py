@@ -31,7 +31,8 @@ class ChainGroupError(ValueError):
 
 
 # SDPA on fp32 inputs: one fused call per chunk (on CUDA the memory-efficient kernel, which takes fp32 and
-# a mask); on 2 CPU cores it took about 2/3 of the explicit matmuls' time (bench/trajectory_kernel.py)
+# a mask), where the explicit matmuls need contiguous copies of q, k and v first; on a loaded 2-core CPU
+# the two were within noise of each other. bench/trajectory_kernel.py times both on the GPU.
 KERNEL = "sdpa"
 
 

@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     if a.smoke:
         a.device, a.frames, a.size, a.channels, a.heads, a.repeats = "cpu", 4, 128, 64, 4, 2
     device, dtype = torch.device(a.device), DTYPES[a.dtype]
-    variants = [v for v in a.variants.split(",") if v]
+    variants = list(dict.fromkeys(v for v in a.variants.split(",") if v))
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         p.error(f"unknown variants {sorted(unknown)}")
