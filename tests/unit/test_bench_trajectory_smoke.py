@@ -13,7 +13,7 @@ def test_edit_benchmark_times_the_edit_with_and_without_trajectory_attention(tmp
     out = tmp_path / "edit.json"
     proc = subprocess.run([sys.executable, str(PACK_DIR / "bench" / "edit_benchmark.py"), "--smoke", "--parts", "edit",
                            "--edit-variants", "fast", "--trajectory", "synthetic",
-                           "--trajectory-resolutions", "64+32", "--out", str(out)],
+                           "--trajectory-resolutions", "64+32", "--trajectory-gather", "--out", str(out)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| whole edit, fast | whole edit, fast + trajectory | traj/fast |" in proc.stdout
@@ -24,6 +24,9 @@ def test_edit_benchmark_times_the_edit_with_and_without_trajectory_attention(tmp
     warp = row["warp_error"]
     assert math.isfinite(warp["fast"]) and math.isfinite(warp["traj"]) and warp["fast"] >= 0 and warp["traj"] >= 0
     assert warp["fast"] != warp["traj"]  # the trajectory attention changed the decoded edit
+    # the old per-slot gather route, forced, gives the same edit up to fp32 rounding
+    assert row["edit_traj_gather"]["seconds"] > 0 and "| + trajectory, gather route | gather/fast |" in proc.stdout
+    assert math.isclose(warp["traj_gather"], warp["traj"], rel_tol=1e-3)
 
 
 def test_trajectory_kernel_bench_smoke_times_every_route_and_checks_them(tmp_path):
