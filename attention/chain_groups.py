@@ -42,7 +42,9 @@ class ChainPlan:
 
     source [P] long: token gathered into each packed position (padding reads token 0, masked anyway).
     dest [P] long: token each packed position writes back to; N at padding.
-    bias [bins, 1, cap, cap] fp32: 0 within a chain, −inf across (padding positions are singletons).
+    block [bins, cap] long: chain id at each packed position, a distinct negative id at padding (a
+    singleton, so no query row is left without a key); `mask` turns it into the additive mask per chunk,
+    so the plan stays O(N) however long the chains.
     """
 
     cap: int
@@ -50,7 +52,7 @@ class ChainPlan:
     tokens: int
     source: torch.Tensor
     dest: torch.Tensor
-    bias: torch.Tensor
+    block: torch.Tensor
     _flat: dict = field(init=False, default_factory=dict, repr=False)
 
     def flat(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,6 +68,13 @@ class ChainPlan:
             self._flat[batch] = (source, dest)
         return self._flat[batch]
 
+    def mask(self, b0: int, b1: int) -> torch.Tensor:
+        """Additive mask [b1 - b0, 1, cap, cap] fp32 of bins b0..b1-1: 0 within a chain, −inf across."""
+        block = self.block[b0:b1]
+        same = block.unsqueeze(2) == block.unsqueeze(1)
+        zero = torch.zeros((), device=block.device)
+        return torch.where(same, zero, float("-inf")).unsqueeze(1)
+
     @property
     def fill(self) -> float:
         """Fraction of packed positions holding a real token."""
@@ -74,7 +83,7 @@ class ChainPlan:
     def to(self, device) -> "ChainPlan":
         """A copy with the tensors on `device`."""
         return ChainPlan(self.cap, self.bins, self.tokens, self.source.to(device), self.dest.to(device),
-                         self.bias.to(device))
+                         self.block.to(device))
 
 
 def is_chain_partition(traj: Trajectories) -> bool:
@@ -156,10 +165,7 @@ def build_plan(traj: Trajectories) -> ChainPlan | None:
     source[position] = torch.arange(tokens)
     dest[position] = torch.arange(tokens)
     block[position] = chain
-    block = block.view(bins, cap)
-    same = block.unsqueeze(2) == block.unsqueeze(1)
-    bias = torch.zeros(bins, 1, cap, cap).masked_fill_(~same.unsqueeze(1), float("-inf"))
-    return ChainPlan(cap, bins, tokens, source, dest, bias)
+    return ChainPlan(cap, bins, tokens, source, dest, block.view(bins, cap))
 
 
 _PLANS: "weakref.WeakKeyDictionary[Trajectories, dict]" = weakref.WeakKeyDictionary()
@@ -180,8 +186,8 @@ def chain_plan(traj: Trajectories, device) -> ChainPlan | None:
 
 def _chunk_bins(plan: ChainPlan, batch: int, channels: int, heads: int, itemsize: int, budget: int) -> int:
     # per packed position: q/k/v gathered in the input dtype (one at a time, counted twice) and in fp32,
-    # the fp32 result and its cast; scores and probabilities [heads, cap] per batch element
-    per_slot = batch * (channels * (2 * itemsize + 4 * 4 + itemsize) + heads * plan.cap * 4 * 2)
+    # the fp32 result and its cast; scores and probabilities [heads, cap] per batch element; the mask
+    per_slot = batch * (channels * (2 * itemsize + 4 * 4 + itemsize) + heads * plan.cap * 4 * 2) + plan.cap * 5
     return max(1, budget // (per_slot * plan.cap))
 
 
@@ -212,7 +218,7 @@ def grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: 
             return x.index_select(0, rows).float().view(n, cap, batch * heads, dim).transpose(1, 2)
 
         qp, kp, vp = packed(qf), packed(kf), packed(vf)
-        bias = plan.bias[b0:b1]
+        bias = plan.mask(b0, b1)
         if kernel == "sdpa":
             res = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=bias, scale=scale)
         else:

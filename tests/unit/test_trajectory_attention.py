@@ -185,7 +185,9 @@ def test_plan_packs_every_token_once_and_masks_other_chains():
     assert plan.cap == traj.longest and plan.bins * plan.cap == plan.dest.numel() and plan.fill < 1  # padding too
     block = torch.where(real, traj.chain[plan.source], -1 - torch.arange(plan.dest.numel())).view(plan.bins, plan.cap)
     same = block.unsqueeze(2) == block.unsqueeze(1)
-    assert torch.equal(plan.bias[:, 0] == 0, same) and bool(torch.isneginf(plan.bias[:, 0][~same]).all())
+    bias = plan.mask(0, plan.bins)[:, 0]
+    assert torch.equal(bias == 0, same) and bool(torch.isneginf(bias[~same]).all())
+    torch.testing.assert_close(plan.mask(3, 7), plan.mask(0, plan.bins)[3:7], rtol=0, atol=0)
     for batch in (1, 2):  # flat rows: every output row written once, padding to distinct scratch rows
         source, dest = plan.flat(batch)
         assert dest.unique().numel() == dest.numel() == source.numel() == plan.dest.numel() * batch
