@@ -68,7 +68,8 @@ def trajectory_attention(q: torch.Tensor, k: torch.Tensor, v_st: torch.Tensor, h
     if route == "grouped":
         plan = chain_plan(traj, q.device)
         if plan is None:
-            raise TrajectoryAttentionError("the grouped route needs a \"chain\" Trajectories whose slots are its chains")
+            raise TrajectoryAttentionError(
+                "the grouped route needs a \"chain\" Trajectories whose slots are its chains")
         return grouped_attention(q, k, v_st, heads, plan, chunk_bytes)
     if route != "gather":
         raise TrajectoryAttentionError(f"unknown route {route!r}; choose grouped or gather")

@@ -31,8 +31,9 @@ def test_edit_benchmark_times_the_edit_with_and_without_trajectory_attention(tmp
 
 def test_trajectory_kernel_bench_smoke_times_every_route_and_checks_them(tmp_path):
     out = tmp_path / "kernel.json"
-    proc = subprocess.run([sys.executable, str(PACK_DIR / "bench" / "trajectory_kernel.py"), "--smoke", "--out", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    script = PACK_DIR / "bench" / "trajectory_kernel.py"
+    proc = subprocess.run([sys.executable, str(script), "--smoke", "--out", str(out)], capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| B | tokens | spacetime ms / MiB | gather ms / MiB | grouped_sdpa ms / MiB | grouped_matmul ms / MiB |" \
         in proc.stdout

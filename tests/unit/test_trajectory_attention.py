@@ -134,7 +134,7 @@ def test_bad_shapes_are_named():
 
 from videograin.attention import chain_groups  # noqa: E402
 from videograin.attention.chain_groups import ChainGroupError, build_plan, chain_plan, grouped_attention  # noqa: E402
-from videograin.attention.trajectory import attention_route, gather_attention  # noqa: E402
+from videograin.attention.trajectory import attention_route  # noqa: E402
 
 
 def built(frames, size, seed=0, layout="chain", scale=10.0):
