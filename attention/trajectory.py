@@ -4,6 +4,10 @@ Each token attends over its trajectory slots only (`motion.trajectories.Trajecto
 per token (S slots), so memory is linear in frames and no Nq×Nk matrix is ever formed. q/k are the
 layer's projected q/k (or the PnP-injected ones), v is the space-time attention's output; the result
 replaces that output before `to_out`. Nothing here imports ComfyUI.
+
+Two exact routes, picked by one rule: a "chain" layout Trajectories whose slot table really is a chain
+partition (checked once when its plan is built, `attention/chain_groups.py`) runs dense attention inside
+packed chains; everything else ("official" layout, hand-made slot tables) gathers k and v per slot.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import math
 import torch
 
 from ..motion.trajectories import Trajectories
+from .chain_groups import chain_plan, grouped_attention
 from .spacetime import split_heads
 
 # transformer_options key of a dict (h, w) -> Trajectories: the token grids whose self-attention is
@@ -32,15 +37,21 @@ def _chunk_tokens(batch: int, slots: int, channels: int, heads: int, itemsize: i
     return max(1, budget // per_token)
 
 
+def attention_route(traj: Trajectories, device="cpu") -> str:
+    """"grouped" for a "chain" layout whose slots are each token's chain (plan cached), else "gather"."""
+    return "grouped" if chain_plan(traj, device) is not None else "gather"
+
+
 def trajectory_attention(q: torch.Tensor, k: torch.Tensor, v_st: torch.Tensor, heads: int, traj: Trajectories,
-                         chunk_bytes: int = CHUNK_BYTES) -> torch.Tensor:
+                         chunk_bytes: int = CHUNK_BYTES, route: str | None = None) -> torch.Tensor:
     """Attention of every token over its trajectory slots.
 
     q, k, v_st: [B, F·h·w, heads·d] (B CFG branches sharing the trajectories, frame-major tokens).
     out[b, n] = Σ_s softmax_s(q[b, n]·k[b, idx[n, s]] / √d, invalid slots -∞) · v_st[b, idx[n, s]], per
     head; a slot listed twice counts twice. Scores, softmax and the weighted sum run in fp32; the result
-    has q's dtype and device. Query tokens are processed in chunks of about `chunk_bytes` extra memory
-    at most (an estimate that errs high).
+    has q's dtype and device. Work is chunked to about `chunk_bytes` extra memory at most (an estimate
+    that errs high). `route` ("grouped" or "gather") overrides `attention_route` for tests and benchmarks;
+    "grouped" on a Trajectories without a chain plan raises.
     """
     if q.ndim != 3 or k.shape != q.shape or v_st.shape != q.shape:
         raise TrajectoryAttentionError(
@@ -53,6 +64,22 @@ def trajectory_attention(q: torch.Tensor, k: torch.Tensor, v_st: torch.Tensor, h
             f"{traj.size[0]}x{traj.size[1]} ({traj.tokens} tokens)")
     if channels % heads:
         raise TrajectoryAttentionError(f"channel count {channels} is not divisible by {heads} heads")
+    route = route or attention_route(traj, q.device)
+    if route == "grouped":
+        plan = chain_plan(traj, q.device)
+        if plan is None:
+            raise TrajectoryAttentionError(
+                "the grouped route needs a \"chain\" Trajectories whose slots are its chains")
+        return grouped_attention(q, k, v_st, heads, plan, chunk_bytes)
+    if route != "gather":
+        raise TrajectoryAttentionError(f"unknown route {route!r}; choose grouped or gather")
+    return gather_attention(q, k, v_st, heads, traj, chunk_bytes)
+
+
+def gather_attention(q: torch.Tensor, k: torch.Tensor, v_st: torch.Tensor, heads: int, traj: Trajectories,
+                     chunk_bytes: int = CHUNK_BYTES) -> torch.Tensor:
+    """The generic route: k and v gathered per slot [B, n, S, C] for chunks of n query tokens (any slot table)."""
+    batch, tokens, channels = q.shape
     dim = channels // heads
     slots = traj.span
     here = traj.on(q.device)  # copied to q's device once per Trajectories object, then reused

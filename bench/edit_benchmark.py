@@ -17,7 +17,11 @@ the floor and the fast path, and a re-edit reusing the inversion for the fast pa
 `--trajectory synthetic` (or `flow`) also times the same fast whole edit with trajectory attention
 (VideoGrainTrajectoryAttention at `--trajectory-resolutions`, default 64 = the highest level) on the
 model given to both the inversion and the edit, beside the edit without it (target ≤ 1.05×, bench/README.md),
-and times the CPU path separately: OpenCV DIS flow of the clip's frames, then the trajectories.
+and times the CPU path separately: OpenCV DIS flow of the clip's frames, then the trajectories. It also
+reports the weight-free Warp-Err (`motion/warp_error.py`, along the source clip's OpenCV DIS flow, with
+the forward-backward occlusion test) of the decoded fast edit with and without trajectory attention.
+`--trajectory-gather` also times that edit with the per-slot gather route forced (the route the pack
+used before the grouped one; docs/design.md §10.1), for an A/B in one process.
 `synthetic` builds trajectories from a synthetic flow (a slow rotation plus a drift, so chains cross
 cells and collide); `flow` from the DIS flow of the bench's frames. For example
 
@@ -270,7 +274,7 @@ def whole_edit(pack, case, steps: int, modulated: bool, device, inversion=None, 
     with Clock(device) as total:
         if inversion is None:
             case.encode()
-            inversion = call(pack.inversion_nodes.VideoGrainInvert, model=base, positive=case.source,
+            inversion = call(pack.inversion_nodes.VideoGrainInvert, model=base, positive=case.source, cache="off",
                              latent=case.latent, steps=steps)[0]
         positive, layout = case.layout()
         model = patched(pack, base, layout) if modulated else base
@@ -312,6 +316,26 @@ def trajectory_model(pack, case, source: str, resolutions: str):
     return model, flow_seconds, time.perf_counter() - t0
 
 
+def gather_route_edit(pack, case, steps: int, device, traj_model) -> dict:
+    """The trajectory edit with `trajectory_attention` forced onto its per-slot gather route."""
+    trajectory = importlib.import_module("videograin.attention.trajectory")
+    route = trajectory.attention_route
+    trajectory.attention_route = lambda traj, device="cpu": "gather"  # the bench swaps the route, nothing else
+    try:
+        timing, _ = whole_edit(pack, case, steps, True, device, base=traj_model)
+    finally:
+        trajectory.attention_route = route
+    return timing
+
+
+def warp_errors(case, edits: dict) -> dict:
+    """Warp-Err of each decoded edit [F, H, W, 3] along the source clip's DIS flow (computed once here)."""
+    from videograin.motion.warp_error import source_flows, warp_error
+
+    forward, backward = source_flows(case.images[..., :3])
+    return {name: float(warp_error(frames.float().cpu(), forward, backward).value) for name, frames in edits.items()}
+
+
 def host_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
 
@@ -333,6 +357,8 @@ def main(argv=None) -> int:
     ap.add_argument("--trajectory", choices=("off", "synthetic", "flow"), default="off",
                     help="also time the fast whole edit with trajectory attention (flow: synthetic or DIS of the frames)")
     ap.add_argument("--trajectory-resolutions", default="64", help="VideoGrainTrajectoryAttention resolutions")
+    ap.add_argument("--trajectory-gather", action="store_true",
+                    help="also time the trajectory edit with the per-slot gather route forced")
     ap.add_argument("--smoke", action="store_true", help="tiny model on the CPU at a toy size")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
@@ -367,6 +393,7 @@ def main(argv=None) -> int:
                 if "floor" in variants:
                     row["edit_floor"], _ = whole_edit(pack, case, args.steps, False, device)
                 row["edit_fast"], inversion = whole_edit(pack, case, args.steps, True, device)
+                decoded_fast = case.decoded
                 if "reedit" in variants:
                     row["reedit_fast"], _ = whole_edit(pack, case, args.steps, True, device, inversion)
                 if args.trajectory != "off":
@@ -375,6 +402,12 @@ def main(argv=None) -> int:
                     row["trajectory_cpu"] = {"flow_seconds": flow_s, "trajectories_seconds": build_s,
                                              "resolutions": args.trajectory_resolutions, "flow": args.trajectory}
                     row["edit_traj"], _ = whole_edit(pack, case, args.steps, True, device, base=traj_model)
+                    edits = {"fast": decoded_fast, "traj": case.decoded}
+                    if args.trajectory_gather:
+                        row["edit_traj_gather"] = gather_route_edit(pack, case, args.steps, device, traj_model)
+                        edits["traj_gather"] = case.decoded
+                    row["warp_error"] = {**warp_errors(case, edits), "flow": "dis", "error": "squared",
+                                         "scale": 1000.0}
             row["steps"] = args.steps
             row["host_rss_gib"] = host_rss_gib()
             results.append(row)
@@ -423,13 +456,16 @@ def print_table(results: list[dict]) -> None:
     trajs = [r for r in results if "edit_traj" in r]
     if trajs:
         print("\n| size | frames | steps | resolutions | whole edit, fast | whole edit, fast + trajectory | "
-              "traj/fast | DIS flow (CPU) | trajectories (CPU) |")
-        print("|---|---|---|---|---|---|---|---|---|")
+              "traj/fast | + trajectory, gather route | gather/fast | DIS flow (CPU) | trajectories (CPU) | "
+              "Warp-Err fast | Warp-Err fast + trajectory |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in trajs:
             cpu = r["trajectory_cpu"]
             print(f"| {r['size']} | {r['frames']} | {r['steps']} | {cpu['resolutions']} ({cpu['flow']}) | "
                   f"{_fmt(r['edit_fast'])} | {_fmt(r['edit_traj'])} | {_ratio(r['edit_traj'], r['edit_fast'])} | "
-                  f"{cpu['flow_seconds'] * 1000:.0f} ms | {cpu['trajectories_seconds'] * 1000:.0f} ms |")
+                  f"{_fmt(r.get('edit_traj_gather'))} | {_ratio(r.get('edit_traj_gather'), r['edit_fast'])} | "
+                  f"{cpu['flow_seconds'] * 1000:.0f} ms | {cpu['trajectories_seconds'] * 1000:.0f} ms | "
+                  f"{r['warp_error']['fast']:.3f} | {r['warp_error']['traj']:.3f} |")
 
 
 if __name__ == "__main__":
