@@ -54,14 +54,20 @@ def allocator_fraction(total_bytes: int, used_bytes: int, cap_gib: float) -> flo
 
 
 def card_total_bytes() -> int:
-    """memory.total of the first visible GPU from nvidia-smi (no CUDA initialisation in this process)."""
+    """The first visible GPU's memory, without initialising CUDA in this process: nvidia-smi's memory.total,
+    else torch's cudaMemGetInfo in a child process."""
     smi = shutil.which("nvidia-smi")
-    if smi is None:
-        raise SystemExit("--cap-gib needs nvidia-smi (an NVIDIA GPU)")
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip() or "0"
-    out = subprocess.run([smi, "-i", visible, "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
-                         capture_output=True, text=True, check=True).stdout
-    return int(float(out.strip().splitlines()[0])) * 2 ** 20
+    if smi is not None and visible.isdigit():
+        out = subprocess.run([smi, "-i", visible, "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True)
+        if out.returncode == 0 and out.stdout.strip():
+            return int(float(out.stdout.strip().splitlines()[0])) * 2 ** 20
+    out = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.mem_get_info()[1])"],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"--cap-gib: cannot read the GPU's memory size: {out.stderr.strip()[-500:]}")
+    return int(out.stdout.strip().splitlines()[-1])
 
 
 class _Hide(importlib.abc.MetaPathFinder):

@@ -439,15 +439,18 @@ def run_once(setup: "Setup", prompt: dict, label: str, cap_gib: float | None, ti
                 raise cs.ServerError(f"the server exited (code {server.proc.returncode}) during the run\n"
                                      + server.log_tail())
             if time.monotonic() - t0 > timeout:
-                raise cs.ServerError(f"the run did not finish within {timeout:.0f} s")
+                break  # too slow: reported as a failure that ends a sweep's series, with the peak so far
             time.sleep(0.25)
             entry = _history(server.url, prompt_id)
         row["wall_s"] = time.monotonic() - t0
         time.sleep(0.6)  # the stats thread writes every 0.25 s
         row.update(poller.stop())
         events.close()
+        entry = entry or {}
         row["exec_s"] = _exec_seconds(entry)
-        row["error"] = _error_of(entry)
+        row["error"] = _error_of(entry) if entry else {
+            "node": None, "node_type": None, "message": f"did not finish within {timeout:.0f} s (--timeout)",
+            "oom": False, "timeout": True}
         row["nodes"] = node_times(events.events, prompt_id)
         stats = json.loads(server.stats_path.read_text()) if server.stats_path.is_file() else {}
         row["torch_peak_allocated_gib"] = stats["max_allocated"] / GIB if "max_allocated" in stats else None
@@ -517,29 +520,64 @@ def _gib(v) -> str:
 def describe(row: dict) -> str:
     if row.get("error"):
         err = row["error"]
-        return (f"{row['label']}: {'OUT OF MEMORY' if err['oom'] else 'FAILED'} in node {err['node']} "
-                f"({err['node_type']}): {err['message'][:300]}")
+        what = "OUT OF MEMORY" if err["oom"] else "TOO SLOW" if err.get("timeout") else "FAILED"
+        return f"{row['label']}: {what} in node {err['node']} ({err['node_type']}): {err['message'][:300]}"
     est = f", est. {row['estimate_s']:.1f} s at {row['estimate_steps']} steps" if row.get("estimate_s") else ""
     return (f"{row['label']}: {row['wall_s']:.1f} s wall (server {row['exec_s'] or 0:.1f} s){est}; peak torch "
             f"allocated {_gib(row['torch_peak_allocated_gib'])} GiB, reserved {_gib(row['torch_peak_reserved_gib'])} "
             f"GiB; nvidia-smi {_gib(row['smi_peak_gib'])} GiB ({row['smi_method']})")
 
 
+def _cap(cap: float | None) -> str:
+    return "uncapped" if cap is None else f"{cap:g} GiB"
+
+
 def table(series: list[dict]) -> str:
+    """The frames-per-card table. A series' largest clip may have been measured under a smaller cap (a clip
+    that completes on a smaller card completes on a larger one); the row says so."""
     lines = ["| card (cap) | attention | largest clip that completes | time at run steps | est. time at target "
-             "steps | peak torch allocated / reserved | peak nvidia-smi | first OOM |",
+             "steps | peak torch allocated / reserved | peak nvidia-smi | first failure |",
              "|---|---|---|---|---|---|---|---|"]
     for s in series:
-        best, oom = s["largest"], s["first_oom"]
-        cap = "uncapped" if s["cap_gib"] is None else f"{s['cap_gib']:g} GiB"
+        best, fail = s["largest"], s["first_failure"] or s.get("stopped") or "none tried"
+        cap = _cap(s["cap_gib"])
         if best is None:
-            lines.append(f"| {cap} | {s['mode']} | none of {s['tried']} | — | — | — | — | {oom or '—'} |")
+            lines.append(f"| {cap} | {s['mode']} | none of {s['tried']} | — | — | — | — | {fail} |")
             continue
+        where = "" if best["cap_gib"] == s["cap_gib"] else f" (run at the {_cap(best['cap_gib'])} cap)"
         est = f"{best['estimate_s']:.0f} s ({best['estimate_steps']} steps)" if best.get("estimate_s") else "—"
-        lines.append(f"| {cap} | {s['mode']} | {best['frames']} frames | {best['wall_s']:.1f} s ({best['steps']} steps) "
-                     f"| {est} | {_gib(best['torch_peak_allocated_gib'])} / {_gib(best['torch_peak_reserved_gib'])} GiB "
-                     f"| {_gib(best['smi_peak_gib'])} GiB | {oom or 'none tried'} |")
+        lines.append(f"| {cap} | {s['mode']} | {best['frames']} frames{where} | {best['wall_s']:.1f} s "
+                     f"({best['steps']} steps) | {est} | {_gib(best['torch_peak_allocated_gib'])} / "
+                     f"{_gib(best['torch_peak_reserved_gib'])} GiB | {_gib(best['smi_peak_gib'])} GiB | {fail} |")
     return "\n".join(lines)
+
+
+def sweep_series(measure, sweep: list[int], caps: list, modes: list[str], deadline: float | None) -> list[dict]:
+    """For each mode, caps from small to large: lengths from short to long until the first failure (out of
+    memory, or slower than --timeout). A larger cap starts after the previous cap's largest clip (it completes
+    there too), so a series costs one run per length plus one failing run per cap. Past `deadline`
+    (time.monotonic()) no new run starts."""
+    series = []
+    for mode in modes:
+        start, best = 0, None
+        for cap in sorted(caps, key=lambda c: float("inf") if c is None else c):
+            first_failure, stopped = None, None
+            for frames in sweep[start:]:
+                if deadline is not None and time.monotonic() > deadline:
+                    stopped = f"not run: --deadline-s reached before {frames} frames"
+                    break
+                row = measure(frames, mode, cap)
+                if row["error"] is None:
+                    best, start = row, start + 1
+                    continue
+                if not (row["error"]["oom"] or row["error"].get("timeout")):
+                    raise SystemExit(f"[bench] {describe(row)}\n(neither out of memory nor too slow: fix it "
+                                     f"first; log {row['log']})")
+                first_failure = f"{frames} frames ({'out of memory' if row['error']['oom'] else 'too slow'})"
+                break
+            series.append({"cap_gib": cap, "mode": mode, "largest": best, "first_failure": first_failure,
+                           "stopped": stopped, "tried": ",".join(map(str, sweep))})
+    return series
 
 
 def _ints(text: str) -> list[int]:
@@ -565,12 +603,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sweep", default="", help="frame counts to try for each cap and mode")
     ap.add_argument("--modes", default="full,windowed", help="sweep modes: full and/or windowed")
     ap.add_argument("--extrapolate-steps", type=int, help="also estimate the time at this many steps")
-    ap.add_argument("--timeout", type=float, default=3600, help="seconds per run")
+    ap.add_argument("--timeout", type=float, default=3600,
+                    help="seconds per run; a slower run counts as a failure in a sweep (too slow)")
+    ap.add_argument("--deadline-s", type=float,
+                    help="start no new sweep run after this many seconds (fits a sweep into a time limit)")
     ap.add_argument("--json", type=Path, help="write every run's row here")
     ap.add_argument("--copy-outputs", type=Path, help="copy the output videos here")
     ap.add_argument("--smoke", action="store_true", help="CPU dev host, tiny model, toy size (see above)")
     args = ap.parse_args(argv)
 
+    started = time.monotonic()
     prompt = ci_run.load_workflow(args.workflow)
     width, height = (int(v) for v in args.size.lower().split("x"))
     extra_nodes: list[Path] = []
@@ -657,22 +699,8 @@ def main(argv: list[str] | None = None) -> int:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if "windowed" in modes and not has_windows(prompt):
         raise SystemExit(f"--modes windowed: {args.workflow.name} has no {WINDOWS_NODE}")
-    series = []
-    for cap in caps:
-        for mode in modes:
-            best, first_oom = None, None
-            for frames in sweep:
-                row = measure(frames, mode, cap)
-                if row["error"] is None:
-                    best = row
-                elif row["error"]["oom"]:
-                    first_oom = f"{frames} frames"
-                    break
-                else:
-                    raise SystemExit(f"[bench] {describe(row)}\n(not an out-of-memory error: fix it first; log "
-                                     f"{row['log']})")
-            series.append({"cap_gib": cap, "mode": mode, "largest": best, "first_oom": first_oom,
-                           "tried": ",".join(map(str, sweep))})
+    deadline = started + args.deadline_s if args.deadline_s else None
+    series = sweep_series(measure, sweep, caps, modes, deadline)
     print("\n" + table(series), flush=True)
     return 0
 

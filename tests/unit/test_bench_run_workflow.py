@@ -101,15 +101,45 @@ def test_node_times_and_the_step_extrapolation():
     assert rw.extrapolate(row, prompt, 50) is None
 
 
-def test_the_table_names_the_largest_clip_and_the_first_oom():
-    best = {"frames": 64, "wall_s": 41.0, "steps": 10, "estimate_s": 190.0, "estimate_steps": 50,
-            "torch_peak_allocated_gib": 6.5, "torch_peak_reserved_gib": 7.0, "smi_peak_gib": 7.6}
-    text = rw.table([{"cap_gib": 8.0, "mode": "windowed", "largest": best, "first_oom": "96 frames", "tried": "64,96"},
-                     {"cap_gib": 8.0, "mode": "full", "largest": None, "first_oom": "64 frames", "tried": "64,96"}])
-    lines = text.splitlines()
-    assert lines[2] == ("| 8 GiB | windowed | 64 frames | 41.0 s (10 steps) | 190 s (50 steps) | 6.50 / 7.00 GiB | "
-                        "7.60 GiB | 96 frames |")
-    assert lines[3].startswith("| 8 GiB | full | none of 64,96 |") and lines[3].endswith("| 64 frames |")
+def _row(frames, cap, mode, error=None):
+    return {"frames": frames, "cap_gib": cap, "mode": mode, "error": error, "wall_s": frames / 2, "steps": 10,
+            "estimate_s": frames * 2.5, "estimate_steps": 50, "torch_peak_allocated_gib": frames / 10,
+            "torch_peak_reserved_gib": frames / 10 + 0.5, "smi_peak_gib": frames / 10 + 1, "log": "x"}
+
+
+def test_the_sweep_climbs_each_cap_from_the_last_one_and_the_table_says_where_a_row_was_run():
+    runs = []
+
+    def measure(frames, mode, cap):  # windows need 0.1 GiB a frame, full 0.15; 96 frames of full are too slow
+        runs.append((mode, cap, frames))
+        need = frames * (0.1 if mode == "windowed" else 0.15)
+        if mode == "full" and frames >= 96:
+            return _row(frames, cap, mode, {"oom": False, "timeout": True, "message": "slow", "node": None,
+                                            "node_type": None})
+        if need > cap:
+            return _row(frames, cap, mode, {"oom": True, "message": "CUDA out of memory", "node": "5",
+                                            "node_type": "VideoGrainInvert"})
+        return _row(frames, cap, mode)
+
+    series = rw.sweep_series(measure, [32, 64, 96, 128], [12.0, 8.0], ["windowed", "full"], None)
+    # windowed: 8 GiB takes 32 and 64, fails at 96; 12 GiB starts at 96 (passes), fails at 128.
+    # full: 8 GiB takes 32, fails (out of memory) at 64; 12 GiB takes 64, 96 is too slow.
+    assert runs == [("windowed", 8.0, 32), ("windowed", 8.0, 64), ("windowed", 8.0, 96), ("windowed", 12.0, 96),
+                    ("windowed", 12.0, 128), ("full", 8.0, 32), ("full", 8.0, 64), ("full", 12.0, 64),
+                    ("full", 12.0, 96)]
+    assert [(s["cap_gib"], s["mode"], s["largest"]["frames"], s["first_failure"]) for s in series] == [
+        (8.0, "windowed", 64, "96 frames (out of memory)"), (12.0, "windowed", 96, "128 frames (out of memory)"),
+        (8.0, "full", 32, "64 frames (out of memory)"), (12.0, "full", 64, "96 frames (too slow)")]
+    lines = rw.table(series).splitlines()
+    assert lines[2] == ("| 8 GiB | windowed | 64 frames | 32.0 s (10 steps) | 160 s (50 steps) | 6.40 / 6.90 GiB | "
+                        "7.40 GiB | 96 frames (out of memory) |")
+    # A cap whose first new length fails keeps the smaller cap's clip, and says where it was run.
+    series = rw.sweep_series(measure, [32, 64], [8.0, 7.0], ["full"], None)
+    assert series[1]["largest"]["frames"] == 32 and series[1]["largest"]["cap_gib"] == 7.0
+    text = rw.table(rw.sweep_series(measure, [32, 48, 64], [6.5, 7.0], ["full"], None))
+    assert "| 7 GiB | full | 32 frames (run at the 6.5 GiB cap) |" in text
+    assert rw.table(rw.sweep_series(measure, [32], [8.0], ["windowed"], 0.0)).splitlines()[2].endswith(
+        "| not run: --deadline-s reached before 32 frames |")
 
 
 def test_oom_errors_are_told_from_other_errors():
