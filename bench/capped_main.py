@@ -104,9 +104,12 @@ class _AfterImport(importlib.abc.MetaPathFinder):
         return spec
 
 
+STOP_STATS = threading.Event()  # set to end the stats thread (the server itself never does: it is a daemon)
+
+
 def _write_stats(path: str, torch, device, info: dict) -> None:
     def loop():
-        while True:
+        while not STOP_STATS.is_set():
             stats = {**info, "time": time.time(),
                      "max_allocated": torch.cuda.max_memory_allocated(device),
                      "max_reserved": torch.cuda.max_memory_reserved(device),
@@ -115,7 +118,7 @@ def _write_stats(path: str, torch, device, info: dict) -> None:
             with open(tmp, "w") as f:
                 json.dump(stats, f)
             os.replace(tmp, path)  # readers never see half a file
-            time.sleep(0.25)
+            STOP_STATS.wait(0.25)
 
     threading.Thread(target=loop, name="videograin-bench-stats", daemon=True).start()
 
