@@ -83,6 +83,40 @@ def test_cap_arithmetic_gives_comfyui_and_torch_the_same_card():
         capped.allocator_fraction(total, 9 * GIB, 8)
 
 
+def test_the_cap_hook_limits_torch_to_the_card_and_writes_the_peaks(monkeypatch, tmp_path):
+    """The CUDA branch of capped_main's hook, with torch.cuda's answers faked (this machine has no GPU)."""
+    import time
+    import types
+
+    import torch
+
+    calls = {}
+    total, used = int(140 * GIB), int(0.5 * GIB)
+    fake = {"mem_get_info": lambda d=None: (total - used, total), "get_device_name": lambda d=None: "Fake GPU",
+            "set_per_process_memory_fraction": lambda f, d=None: calls.setdefault("fraction", (f, d)),
+            "max_memory_allocated": lambda d=None: 3 * GIB, "max_memory_reserved": lambda d=None: 4 * GIB,
+            "memory_reserved": lambda d=None: 2 * GIB}
+    for name, fn in fake.items():
+        monkeypatch.setattr(torch.cuda, name, fn)
+    device = torch.device("cuda", 0)
+    mm = types.SimpleNamespace(get_torch_device=lambda: device, extra_reserved_memory=lambda: int(132.4 * GIB))
+    stats = tmp_path / "stats.json"
+    capped.STOP_STATS.clear()
+    try:
+        capped.make_hook(8.0, str(stats))(mm)
+        deadline = time.monotonic() + 5
+        while not stats.is_file() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        data = json.loads(stats.read_text())
+    finally:
+        capped.STOP_STATS.set()
+        time.sleep(0.3)  # the thread's last loop ends before the fakes go
+    fraction, dev = calls["fraction"]
+    assert dev == device and fraction * total == pytest.approx(7.5 * GIB)  # 8 GiB less the context already held
+    assert data["max_allocated"] == 3 * GIB and data["max_reserved"] == 4 * GIB and data["cap_gib"] == 8.0
+    assert data["used_at_start"] == used and data["fraction"] == fraction and data["device"] == "Fake GPU"
+
+
 def test_node_times_and_the_step_extrapolation():
     prompt = {"5": {"class_type": "VideoGrainInvert", "inputs": {"steps": 4}},
               "10": {"class_type": "VideoGrainSampler", "inputs": {"steps": 4}}}
