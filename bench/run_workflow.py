@@ -626,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
         hide = ",".join(GPU_MISSING)
         # One windowed run: two windows and an anchor (the path the GPU run takes); 3 steps give the
         # inversion two progress ticks, the least a steady step time (and so the estimate) needs.
-        args.sweep = args.sweep or "6"
+        args.sweep = args.sweep or ("" if args.frames else "6")
         args.modes = "windowed" if args.modes == ap.get_default("modes") else args.modes
         args.steps, args.window = args.steps or 3, args.window or "4,1,1"
         args.extrapolate_steps = args.extrapolate_steps or 5
