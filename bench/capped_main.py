@@ -15,8 +15,9 @@
      free, less ComfyUI's own Linux default reserve of 0.4 GiB (which the flag replaces). It then offloads
      or partially loads models exactly when an X GiB card would.
 - `--stats FILE`: a thread writes the allocator's peak counters (torch.cuda.max_memory_allocated /
-  max_memory_reserved, bytes) as JSON every 0.25 s; the process runs one prompt, so the last write after
-  it finished is that prompt's peak. On the CPU it writes {"device": "cpu"}.
+  max_memory_reserved, bytes) as JSON every 0.25 s, with the time the allocated peak last grew; the
+  process runs one prompt, so the last write after it finished is that prompt's peak. On the CPU it
+  writes {"device": "cpu"}.
 - `--hide MOD,...`: make these top-level modules unimportable (the CPU smoke test hides what the GPU
   machine's image lacks, such as comfyui_frontend_package, so a missing one fails here first).
 """
@@ -109,9 +110,12 @@ STOP_STATS = threading.Event()  # set to end the stats thread (the server itself
 
 def _write_stats(path: str, torch, device, info: dict) -> None:
     def loop():
+        last, peak_time = -1, None
         while not STOP_STATS.is_set():
-            stats = {**info, "time": time.time(),
-                     "max_allocated": torch.cuda.max_memory_allocated(device),
+            now, peak = time.time(), torch.cuda.max_memory_allocated(device)
+            if peak > last:  # when the peak last grew (to 0.25 s): the bench names the node running then
+                last, peak_time = peak, now
+            stats = {**info, "time": now, "max_allocated": peak, "peak_time": peak_time,
                      "max_reserved": torch.cuda.max_memory_reserved(device),
                      "reserved": torch.cuda.memory_reserved(device)}
             tmp = path + ".tmp"

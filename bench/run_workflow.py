@@ -13,7 +13,9 @@ websocket (per-node and per-step times), polls /history, and reports:
 
 - wall time from queueing to the result, and the server's own execution time;
 - peak GPU memory two ways: torch's allocator peaks inside the server (max_memory_allocated, the figure
-  bench/README.md's other tables use, and max_memory_reserved), written by capped_main.py --stats; and what
+  bench/README.md's other tables use, and max_memory_reserved, written by capped_main.py --stats, with
+  the node that was running when the allocated peak was reached: a VAE node there means the VAE, not
+  the UNet, sets the workflow's peak); and what
   nvidia-smi saw for the server process (per-pid used_memory; if the container hides pids, the device's
   memory.used above its level before the start). nvidia-smi includes the CUDA context (~0.5 GiB);
 - with --extrapolate-steps T: the time at T steps, measured time + (T − steps) × the steady time per step
@@ -272,6 +274,7 @@ class EventLog(threading.Thread):
             raise ConnectionError(f"websocket handshake refused: {head[:200]!r}")
         self.sock.settimeout(None)
         self.events: list[tuple[float, str, dict]] = []
+        self.wall_offset = time.time() - time.monotonic()  # event times are monotonic; + this = wall clock
 
     def _read(self, n: int) -> bytes:
         while len(self._buf) < n:
@@ -343,6 +346,17 @@ def node_times(events: list[tuple[float, str, dict]], prompt_id: str) -> dict[st
         entry["steady_step_s"] = statistics.median(gaps) if gaps else None
         entry["ticks"] = len(ticks)
     return out
+
+
+def node_at(events: list[tuple[float, str, dict]], prompt_id: str, t: float) -> str | None:
+    """The node that was executing at (monotonic) time `t`, from the 'executing' messages."""
+    current = None
+    for when, kind, d in events:
+        if d.get("prompt_id") == prompt_id and kind == "executing":
+            if when > t:
+                break
+            current = d.get("node")
+    return None if current is None else str(current)
 
 
 def extrapolate(row: dict, prompt: dict, target_steps: int) -> float | None:
@@ -454,6 +468,9 @@ def run_once(setup: "Setup", prompt: dict, label: str, cap_gib: float | None, ti
         row["torch_peak_allocated_gib"] = stats["max_allocated"] / GIB if "max_allocated" in stats else None
         row["torch_peak_reserved_gib"] = stats["max_reserved"] / GIB if "max_reserved" in stats else None
         row["gpu"] = stats
+        if stats.get("peak_time"):  # which node set the peak (the UNet's loops, or the VAE?)
+            node = node_at(events.events, prompt_id, stats["peak_time"] - events.wall_offset)
+            row["peak_node"] = node and f"{node} {prompt.get(node, {}).get('class_type', '')}"
         row["outputs"] = [str(server.output_dir / item.get("subfolder", "") / item["filename"])
                           for ui in entry.get("outputs", {}).values() for items in ui.values()
                           if isinstance(items, list) for item in items
@@ -521,9 +538,10 @@ def describe(row: dict) -> str:
         what = "OUT OF MEMORY" if err["oom"] else "TOO SLOW" if err.get("timeout") else "FAILED"
         return f"{row['label']}: {what} in node {err['node']} ({err['node_type']}): {err['message'][:300]}"
     est = f", est. {row['estimate_s']:.1f} s at {row['estimate_steps']} steps" if row.get("estimate_s") else ""
+    at = f" in node {row['peak_node']}" if row.get("peak_node") else ""
     return (f"{row['label']}: {row['wall_s']:.1f} s wall (server {row['exec_s'] or 0:.1f} s){est}; peak torch "
-            f"allocated {_gib(row['torch_peak_allocated_gib'])} GiB, reserved {_gib(row['torch_peak_reserved_gib'])} "
-            f"GiB; nvidia-smi {_gib(row['smi_peak_gib'])} GiB ({row['smi_method']})")
+            f"allocated {_gib(row['torch_peak_allocated_gib'])} GiB{at}, reserved "
+            f"{_gib(row['torch_peak_reserved_gib'])} GiB; nvidia-smi {_gib(row['smi_peak_gib'])} GiB ({row['smi_method']})")
 
 
 def _cap(cap: float | None) -> str:

@@ -115,6 +115,7 @@ def test_the_cap_hook_limits_torch_to_the_card_and_writes_the_peaks(monkeypatch,
     assert dev == device and fraction * total == pytest.approx(7.5 * GIB)  # 8 GiB less the context already held
     assert data["max_allocated"] == 3 * GIB and data["max_reserved"] == 4 * GIB and data["cap_gib"] == 8.0
     assert data["used_at_start"] == used and data["fraction"] == fraction and data["device"] == "Fake GPU"
+    assert data["peak_time"] <= data["time"]  # when the allocated peak was first seen
 
 
 def test_node_times_and_the_step_extrapolation():
@@ -127,6 +128,8 @@ def test_node_times_and_the_step_extrapolation():
     ev += [(25.0 + i, "progress", {"node": "10", "value": i + 1, "max": 4, "prompt_id": pid}) for i in range(4)]
     ev += [(30.0, "executing", {"node": None, "prompt_id": pid}), (31.0, "executing", {"node": "5", "prompt_id": "other"})]
     times = rw.node_times(ev, pid)
+    assert (rw.node_at(ev, pid, 15.0), rw.node_at(ev, pid, 26.0), rw.node_at(ev, pid, -1.0)) == ("5", "10", None)
+    assert rw.node_at(ev, pid, 40.0) is None  # after the last node: the prompt is done
     assert times["5"]["seconds"] == 20.0 and times["10"]["seconds"] == 10.0
     assert times["5"]["steady_step_s"] == 2.0 and times["10"]["steady_step_s"] == 1.0
     row = {"wall_s": 30.0, "nodes": times}
