@@ -636,7 +636,9 @@ def main(argv: list[str] | None = None) -> int:
     cpu = args.smoke
     if args.smoke:
         host = cs.host_paths()
-        args.comfy, args.python = host.comfy_dir, host.python
+        if args.comfy == ap.get_default("comfy"):  # a --comfy given explicitly is kept (another ComfyUI tree)
+            args.comfy = host.comfy_dir
+        args.python = host.python
         args.ckpt = host.checkpoints_dir / cs.TINY_MODEL
         extra_nodes = [CI / "tiny_sd15"]
         hide = ",".join(GPU_MISSING)
