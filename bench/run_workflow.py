@@ -13,11 +13,11 @@ websocket (per-node and per-step times), polls /history, and reports:
 
 - wall time from queueing to the result, and the server's own execution time;
 - peak GPU memory two ways: torch's allocator peaks inside the server (max_memory_allocated, the figure
-  bench/README.md's other tables use, and max_memory_reserved, written by capped_main.py --stats, with
-  the node that was running when the allocated peak was reached: a VAE node there means the VAE, not
-  the UNet, sets the workflow's peak); and what
-  nvidia-smi saw for the server process (per-pid used_memory; if the container hides pids, the device's
-  memory.used above its level before the start). nvidia-smi includes the CUDA context (~0.5 GiB);
+  bench/README.md's other tables use, and max_memory_reserved; written by capped_main.py --stats), with
+  the node that was running when the allocated peak was reached (a VAE node there would mean the VAE,
+  not the UNet, sets the workflow's peak); and what nvidia-smi saw for the server process (per-pid
+  used_memory; if the container hides pids, the device's memory.used above its level before the
+  start), which includes the CUDA context (~0.5 GiB);
 - with --extrapolate-steps T: the time at T steps, measured time + (T − steps) × the steady time per step
   (median gap between progress ticks; the first step, which pays compiles, ends at the first tick and
   so is in no gap) of the inversion and of the edit. Steps ≥ 3 give the inversion the two ticks it needs.
@@ -27,13 +27,15 @@ NODE.input=VALUE (NODE an id or a class_type) wins over them. The inversion cach
 (--keep-cache keeps the workflow's setting): a benchmark must not reuse an earlier run's inversion.
 
 --cap-gib X starts the server as on a card of X GiB (torch's per-process memory fraction plus ComfyUI's
---reserve-vram; see bench/capped_main.py). --sweep F1,F2,... runs each length, shortest first, for every
-cap and every mode of --modes (full = the workflow with its VideoGrainTemporalWindows nodes bypassed),
-stops a series at its first out-of-memory error and prints the frames-per-card table.
+--reserve-vram; see bench/capped_main.py). --sweep F1,F2,... runs, for each mode of --modes (full = the
+workflow with its VideoGrainTemporalWindows nodes bypassed) and each cap from small to large, the
+lengths from short to long until the first failure (out of memory, or slower than --timeout); a larger
+cap starts after the smaller cap's largest clip. It prints the frames-per-card table. --deadline-s
+starts no run after that many seconds, to fit a sweep into a command's time limit.
 
---smoke: the CPU dev host (.host/ComfyUI, its venv's python, the tiny model), a 6-frame clip at 64 px,
-3 steps, windows 4/1/1 (the windowed mode only, unless --modes), with the Python modules the GPU machine lacks hidden
-(tests/unit/test_bench_run_workflow.py runs it).
+--smoke: the CPU dev host (.host/ComfyUI unless --comfy, its venv's python, the tiny model), a 6-frame
+clip at 64 px, 3 steps, windows 4/1/1, the windowed mode only (unless --modes), with the Python modules
+the GPU machine lacks hidden (tests/unit/test_bench_run_workflow.py runs it).
 """
 from __future__ import annotations
 
