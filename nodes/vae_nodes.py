@@ -13,9 +13,17 @@ import torch
 from .errors import VideoGrainInputError, out_of_memory_hint
 
 ENCODE, DECODE = "VideoGrainVAEEncode", "VideoGrainVAEDecode"
+# Why 4 (bench/README.md, H200, 512², SD1.5): a whole 16-frame edit with 4-frame VAE calls peaks at 4.18 GiB,
+# the UNet's own peak (its CFG step alone: 4.26 GiB); 8-frame calls raised the peak to 6.31 GiB and core
+# VAEDecode, which takes all 16 frames at once on a large card, to 10.3 GiB (VAEEncode 6.8 GiB). The VAE's
+# need grows with the frames per call and not with the clip's length, while the UNet's grows with the clip
+# (6.5 GiB at 64 frames, 11 GiB at 128 with windows), so 4 keeps the workflow's peak at the UNet's for every
+# clip of 16 frames or more.
 CHUNK = {"default": 4, "min": 1, "max": 4096, "tooltip":
-         "Frames per VAE call: lower uses less GPU memory (4 keeps a 512² SD1.5 VAE near 2 GiB), higher is "
-         "a little faster."}
+         "Frames per VAE call. The VAE's GPU memory grows with this number, not with the clip's length. 4 keeps "
+         "the whole workflow's peak at the UNet's own (512², 16 frames on an H200: 4.18 GiB with 4, 6.31 GiB with "
+         "8, 10.3 GiB for core VAE Decode taking all frames at once). Lower it for frames above 512² on small "
+         "cards; higher is a little faster."}
 OOM_FIX = "lower frames_per_chunk"
 
 

@@ -109,5 +109,10 @@ def test_ui_workflow_loads_and_builds_its_api_twin(page, ui_file, tmp_path):
                            "[String(n.id), n.type, !!LiteGraph.registered_node_types[n.type]])")
     assert sorted(loaded) == sorted([k, v["class_type"], True] for k, v in api.items())
     output = page.evaluate("async () => (await app.graphToPrompt()).output")
+    # A combo with video_upload (VideoGrainLoadVideo) gets a DOM preview widget, "video-preview", once the
+    # browser has loaded the video, so whether the prompt carries it ('') depends on timing. The server
+    # drops inputs a node does not declare (execution.get_input_data), so it is not part of the prompt.
+    for node in output.values():
+        node["inputs"].pop("video-preview", None)
     assert {k: v["inputs"] for k, v in output.items()} == {k: v["inputs"] for k, v in api.items()}
     page.screenshot(path=str(tmp_path / f"{ui_file.stem}.png"))
