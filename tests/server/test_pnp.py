@@ -7,16 +7,14 @@ real server with the tiny model on a 3-frame clip written here.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from red_square import edit_graph, red_square_clip
+from red_square import edited_latent as edited
 from safetensors.torch import load_file
 
 from videograin.masks.layout import attention_sizes
@@ -43,62 +41,26 @@ def test_exactly_the_first_k_steps_change_and_features_match_the_formula(host_pa
 
 @pytest.fixture(scope="module")
 def clip(comfy_server):
-    root = Path(comfy_server.input_dir) / f"vg-pnp-{uuid.uuid4().hex[:8]}"
-    root.mkdir(parents=True)
-    for i in range(FRAMES):
-        img = np.zeros((H, W, 3), np.uint8)
-        img[..., 1] = np.linspace(40, 200, W, dtype=np.uint8)[None, :]
-        img[16:48, 8 + 8 * i:40 + 8 * i] = (255, 0, 0)
-        Image.fromarray(img).save(root / f"{i:03d}.png")
-    try:
-        yield root.name
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    with red_square_clip(comfy_server.input_dir, FRAMES, W, H, step=8, tag="pnp") as name:
+        yield name
 
 
 def graph(ckpt: str, clip: str, prefix: str, invert_k: int | None, edit_k: int | None = "same",
           cache: str = "off") -> dict:
     """The instance edit; `invert_k` / `edit_k`: VideoGrainPnP's inject_step on the model of the inversion /
     of the edit (None: no PnP node; edit_k "same": the inversion's model)."""
-    g = {
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
-        "2": {"class_type": "VideoGrainLoadVideo", "inputs": {
-            "video": clip, "frame_load_cap": 0, "skip_first_frames": 0, "select_every_nth": 1,
-            "size_mode": "keep_aspect", "width": 0, "height": 0}},
-        "3": {"class_type": "VAEEncode", "inputs": {"pixels": ["2", 0], "vae": ["1", 2]}},
-        "4": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red square", "clip": ["1", 1]}},
-        "9": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
-        "20": {"class_type": "ImageToMask", "inputs": {"image": ["2", 0], "channel": "red"}},
-        "21": {"class_type": "VideoGrainRegion", "inputs": {"mask": ["20", 0], "prompt": "blue ball",
-                                                              "kind": "instance"}},
-        "7": {"class_type": "VideoGrainLayout", "inputs": {"clip": ["1", 1], "global_prompt": "a blue ball",
-                                                           "latent": ["3", 0], "regions": ["21", 0]}},
-    }
+    nodes = {}
 
     def pnp(node: str, k):
         if k is None:
-            return ["1", 0]
-        g[node] = {"class_type": "VideoGrainPnP", "inputs": {"model": ["1", 0], "inject_step": k,
-                                                             "negative": ["9", 0]}}
-        return [node, 0]
+            return ("1", 0)
+        nodes[node] = {"class_type": "VideoGrainPnP", "inputs": {"model": ["1", 0], "inject_step": k,
+                                                                 "negative": ["9", 0]}}
+        return (node, 0)
 
     invert_model = pnp("30", invert_k)
     edit_model = invert_model if edit_k == "same" else pnp("31", edit_k)
-    g["5"] = {"class_type": "VideoGrainInvert", "inputs": {"model": invert_model, "positive": ["4", 0],
-                                                           "latent": ["3", 0], "steps": STEPS, "cache": cache}}
-    g["8"] = {"class_type": "VideoGrainApplySTLayout", "inputs": {
-        "model": edit_model, "layout": ["7", 1], "cross_strength": 1.0, "self_strength": 0.3,
-        "modulated_fraction": 0.5, "levels": "below_highest", "cross_branch": "cond", "self_branch": "both"}}
-    g["10"] = {"class_type": "VideoGrainSampler", "inputs": {
-        "model": ["8", 0], "inversion": ["5", 0], "positive": ["7", 0], "negative": ["9", 0], "cfg": 7.5,
-        "steps": STEPS, "seed": 42, "background": "source_noise"}}
-    g["11"] = {"class_type": "SaveLatent", "inputs": {"samples": ["10", 0], "filename_prefix": prefix}}
-    return g
-
-
-def edited(comfy, outputs) -> torch.Tensor:
-    (path,) = comfy.output_files(outputs["11"])
-    return load_file(str(path))["latent_tensor"].float()
+    return {**edit_graph(ckpt, clip, STEPS, prefix, invert_model, edit_model, cache=cache), **nodes}
 
 
 def test_pnp_changes_the_edit_and_inject_step_0_is_no_pnp(comfy, tiny_model, clip):
