@@ -19,7 +19,7 @@ from ..masks.preview import overlay
 from .errors import VideoGrainInputError
 from .inversion_nodes import _latent_samples, inversion_schedule, run_inversion
 from .mask_nodes import MASKS_TYPE
-from .model_patch import check_sd15, check_windows, spacetime_clone
+from .model_patch import check_sd15, check_windows, remove_pnp, spacetime_clone
 
 AUTO = "VideoGrainAutoRegions"
 # SD1.5's transformer blocks at latent/2 (the 32×32 level of a 512² input): docs/design.md §10.
@@ -32,8 +32,10 @@ def level_grid(latent_h: int, latent_w: int) -> tuple[int, int]:
 
 
 def recording_clone(model, node: str = AUTO):
-    """(space-time clone with the recording patch at RECORDED_BLOCKS, the patch)."""
+    """(space-time clone with the recording patch at RECORDED_BLOCKS, the patch). PnP is taken off: the
+    short inversion only feeds the recording, and its patch does not hand q/k to a PnP session."""
     work = spacetime_clone(model, node)
+    remove_pnp(work)
     patch = FrameBlockRecordingAttention()
     for block_name, number in RECORDED_BLOCKS:
         work.set_model_attn1_replace(patch, block_name, number)

@@ -209,18 +209,22 @@ def pnp_clone(model, settings: PnPSettings):
     residual branches and a DIFFUSION_MODEL wrapper that lets those see the call's options. With
     inject_step 0 the clone carries none of them (PnP off)."""
     m = model.clone()
-    options = m.model_options["transformer_options"]
-    options.pop(PNP_KEY, None)
-    for block in RESIDUAL_BLOCKS:
-        m.object_patches.pop(residual_object_name(block), None)
-    m.remove_wrappers_with_key(WrappersMP_DIFFUSION_MODEL, PNP_WRAPPER_KEY)
+    remove_pnp(m)
     if settings.inject_step <= 0:
         return m
-    options[PNP_KEY] = settings
+    m.model_options["transformer_options"][PNP_KEY] = settings
     for name, patch in residual_patches(m.get_model_object).items():
         m.add_object_patch(name, patch)
     m.add_wrapper_with_key(WrappersMP_DIFFUSION_MODEL, PNP_WRAPPER_KEY, call_context_wrapper)
     return m
+
+
+def remove_pnp(m) -> None:
+    """Take VideoGrainPnP's settings, object patches and wrapper off the clone `m` (in place)."""
+    m.model_options["transformer_options"].pop(PNP_KEY, None)
+    for block in RESIDUAL_BLOCKS:
+        m.object_patches.pop(residual_object_name(block), None)
+    m.remove_wrappers_with_key(WrappersMP_DIFFUSION_MODEL, PNP_WRAPPER_KEY)
 
 
 def pnp_settings(model) -> PnPSettings | None:

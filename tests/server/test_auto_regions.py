@@ -66,6 +66,21 @@ def test_automatic_regions_partition_the_frames(comfy, tiny_model):
     assert len(shares) == 3 and abs(sum(shares) - 100) < 0.5 and min(shares) > 0
 
 
+def test_a_pnp_model_gives_the_same_regions(comfy, tiny_model):
+    """The short inversion behind the regions needs no PnP features: a model from VideoGrainPnP gives
+    exactly the masks of the plain model (and no error about features the recording patch never sees)."""
+    plain, with_pnp = auto_graph(tiny_model, frames=1, size=128), auto_graph(tiny_model, frames=1, size=128)
+    for j in range(3):
+        with_pnp[f"1{j}"]["inputs"]["filename_prefix"] = f"vg_auto/pnp_region_{j + 1}"
+    with_pnp["9"] = {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}}
+    with_pnp["30"] = {"class_type": "VideoGrainPnP", "inputs": {"model": ["1", 0], "inject_step": 1,
+                                                                "negative": ["9", 0]}}
+    with_pnp["5"]["inputs"]["model"] = ["30", 0]
+    a, b = comfy.run(plain), comfy.run(with_pnp)
+    for j in range(3):
+        assert np.array_equal(masks_of(comfy, a, f"1{j}"), masks_of(comfy, b, f"1{j}"))
+
+
 @pytest.mark.parametrize("case", ["k", "frames"])
 def test_bad_inputs_name_node_input_and_fix(comfy, tiny_model, case):
     if case == "k":  # 128x64 frames: latent 16x8, the recorded level 8x4 = 32 tokens
