@@ -124,6 +124,13 @@ def _values(values: list[float]) -> str:
     return ", ".join(f"{v:.3f}" for v in values)
 
 
+def _check_same_space(node: str, image_dims: int, text_dims: int) -> None:
+    if image_dims != text_dims:
+        raise VideoGrainInputError(node, "clip", f"the CLIP vision model embeds images in {image_dims} dimensions "
+                                   f"but the text encoder's projection gives {text_dims}: they are not one CLIP",
+                                   _TEXT_FIX)
+
+
 class VideoGrainCLIPText:
     DESCRIPTION = ("CLIP-T, the paper's text-alignment metric (higher = closer to the prompt): the mean over frames "
                    "of the cosine similarity between each frame's CLIP image embedding and the prompt's CLIP text "
@@ -158,15 +165,10 @@ class VideoGrainCLIPText:
         _check_vision(node, clip_vision)
         projection = getattr(getattr(clip_vision.model, "visual_projection", None), "weight", None)
         text_embed = text_embedding(node, clip, text)
-        if projection is not None and projection.shape[0] != text_embed.shape[1]:
-            raise VideoGrainInputError(node, "clip", f"the CLIP vision model embeds images in {projection.shape[0]} "
-                                       f"dimensions but the text encoder's projection gives {text_embed.shape[1]}: "
-                                       "they are not one CLIP", _TEXT_FIX)
+        if projection is not None:  # before encoding any frame, where the vision model states its size
+            _check_same_space(node, projection.shape[0], text_embed.shape[1])
         image_embeds = image_embeddings(node, clip_vision, frames)
-        if image_embeds.shape[1] != text_embed.shape[1]:
-            raise VideoGrainInputError(node, "clip", f"the CLIP vision model embeds images in {image_embeds.shape[1]} "
-                                       f"dimensions but the text encoder's projection gives {text_embed.shape[1]}: "
-                                       "they are not one CLIP", _TEXT_FIX)
+        _check_same_space(node, image_embeds.shape[1], text_embed.shape[1])
         try:
             score = clip_text_score(image_embeds, text_embed, SCALE)
         except ClipScoreError as exc:
