@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from ..sampling.pnp_features import QK_BLOCKS, RESIDUAL_BLOCKS, PnPFeatures
-from ..sampling.schedule import step_index
+from ..sampling.schedule import level_index
 from .patch import PNP_SESSION_KEY, cfg_chunks
 
 PNP_KEY = "videograin_pnp"  # transformer_options key of the PnPSettings set by VideoGrainPnP
@@ -73,10 +73,8 @@ class PnPSession:
         sigma = options.get("sigmas")
         if sigma is None:
             return None
-        s = float(torch.as_tensor(sigma).reshape(-1)[0])
-        schedule = self.features.sigmas
-        j = step_index(schedule, s)
-        if abs(float(schedule[j]) - s) > 1e-4 * max(abs(s), 1e-6):
+        j = level_index(self.features.sigmas, sigma)
+        if j is None:
             return None  # not a level of the schedule the features belong to
         i = j - 1 if self.mode == "record" else j
         return i if 0 <= i < self.features.inject_step else None
@@ -138,7 +136,7 @@ def residual_patches(get_object) -> dict[str, PnPResidual]:
     patches = {}
     for block in RESIDUAL_BLOCKS:
         name = residual_object_name(block)
-        patches[name] = PnPResidual(get_object(name), block)  # an existing PnPResidual is re-wrapped alike
+        patches[name] = PnPResidual(get_object(name), block)
     return patches
 
 

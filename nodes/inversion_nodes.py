@@ -119,20 +119,14 @@ def _inversion_denoiser(model_k, x, extra_args, session: PnPSession | None):
     plain = _denoiser(model_k, x, extra_args)
     if session is None:
         return plain
-    s_in = x.new_ones([x.shape[0]])
     options = dict(extra_args.get("model_options", {}))
     options["disable_cfg1_optimization"] = True
     options["sampler_calc_cond_batch_function"] = _record_uncond_too(options.get("sampler_calc_cond_batch_function"))
-    recording = {**extra_args, "model_options": options}
-
-    def denoise(x, sigma):
-        if session.step({"sigmas": sigma}) is None:
-            return plain(x, sigma)
-        return model_k(x, sigma * s_in, **recording)
-    return denoise
+    recording = _denoiser(model_k, x, {**extra_args, "model_options": options})
+    return lambda x, sigma: plain(x, sigma) if session.step({"sigmas": sigma}) is None else recording(x, sigma)
 
 
-def check_inject_step(settings: PnPSettings | None, schedule_steps: int) -> None:
+def _check_inject_step(settings: PnPSettings | None, schedule_steps: int) -> None:
     """Refuse an inject_step the schedule cannot serve (editing step i uses the inversion call at σ_{i+1})."""
     if settings is not None and settings.inject_step > schedule_steps - 1:
         raise VideoGrainInputError(PNP_NODE, "inject_step", f"inject_step is {settings.inject_step} but the "
@@ -150,7 +144,7 @@ def run_inversion(work, positive, samples: torch.Tensor, sigmas: torch.Tensor, s
     up = sigmas[:-1].flip(0)
     captured = {}
     settings = pnp_settings(work)
-    check_inject_step(settings, len(sigmas) - 1)
+    _check_inject_step(settings, len(sigmas) - 1)
     session = None
     if settings is not None:
         session = PnPSession("record", PnPFeatures(settings.inject_step, int(samples.shape[0]), sigmas.float().cpu()))
@@ -238,7 +232,6 @@ class VideoGrainInvert:
         sigmas = inversion_schedule(work.get_model_object("model_sampling"), steps)
         started = time.perf_counter()
         pnp = pnp_settings(model)
-        check_inject_step(pnp, len(sigmas) - 1)
         key = _cache_key(model, positive, samples, steps, sigmas) if store is not None else ""
         out = {k: v for k, v in latent.items() if k not in ("samples", "noise_mask")}
         if key and cache == "on":
@@ -292,7 +285,6 @@ def _invert_result(record: Inversion, out: dict):
     report = record.pnp.describe()
     _log.info("[VideoGrain] %s", report)
     return {"ui": {"text": [report]}, "result": (record, out)}
-
 
 
 def _cache_key(model, positive, samples, steps, sigmas) -> str:

@@ -228,6 +228,5 @@ def remove_pnp(m) -> None:
 
 
 def pnp_settings(model) -> PnPSettings | None:
-    """The model's PnP settings when injection is on (inject_step > 0), else None."""
-    settings = model.model_options.get("transformer_options", {}).get(PNP_KEY)
-    return settings if settings is not None and settings.inject_step > 0 else None
+    """The model's PnP settings when injection is on, else None (pnp_clone stores none for inject_step 0)."""
+    return model.model_options.get("transformer_options", {}).get(PNP_KEY)

@@ -22,7 +22,7 @@ from typing import Optional
 
 import torch
 
-from .schedule import sqrt_alpha_bar
+from .schedule import level_index, sqrt_alpha_bar
 
 MODES = ("source_noise", "inversion_path", "off")
 DEFAULT_MODE = "source_noise"
@@ -80,10 +80,10 @@ class BackgroundBlend:
         self.generator = torch.Generator(device="cpu").manual_seed(int(seed))
 
     def _path_latent(self, sigma_next: torch.Tensor) -> torch.Tensor:
-        s = float(sigma_next)
-        j = int((self.trajectory_sigmas - s).abs().argmin())
-        if abs(float(self.trajectory_sigmas[j]) - s) > 1e-4 * max(s, 1e-6):
-            raise ValueError(f"the inversion trajectory has no level at sigma {s:.6g}: schedules differ")
+        j = level_index(self.trajectory_sigmas, sigma_next)
+        if j is None:
+            raise ValueError(f"the inversion trajectory has no level at sigma {float(sigma_next):.6g}: "
+                             "schedules differ")
         return self.trajectory[j]
 
     def __call__(self, i: int, x: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:

@@ -81,3 +81,11 @@ def step_index(sample_sigmas: torch.Tensor, sigma: float | torch.Tensor) -> int:
     """Index of the current step in the run's schedule, from the σ ComfyUI passes to the model."""
     s = float(torch.as_tensor(sigma).reshape(-1)[0])
     return int((sample_sigmas.reshape(-1).double().cpu() - s).abs().argmin())
+
+
+def level_index(sigmas: torch.Tensor, sigma: float | torch.Tensor, rel: float = 1e-4) -> int | None:
+    """Index of the level of `sigmas` equal to `sigma` (relative tolerance `rel`), or None when `sigma`
+    is not a level of that schedule (another schedule's σ)."""
+    j = step_index(sigmas, sigma)
+    s = float(torch.as_tensor(sigma).reshape(-1)[0])
+    return j if abs(float(sigmas.reshape(-1)[j]) - s) <= rel * max(abs(s), 1e-6) else None
