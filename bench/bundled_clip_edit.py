@@ -55,22 +55,17 @@ def load_case(eb, pack, model, clip, vae, frames: int, scale: int):
     return case
 
 
-def variant_model(pack, case, name: str, inject_step: int):
+def variant_model(eb, pack, case, name: str, inject_step: int):
     """The model fed to both the inversion and the ST-Layout node for one variant."""
     if name == "base":
         return case.model
     if name == "pnp":
         from videograin.nodes.pnp_nodes import VideoGrainPnP
 
-        return VideoGrainPnP().apply(case.model, inject_step, case.negative)[0]
-    flow = eb_call(pack.motion_nodes.VideoGrainOpticalFlow, images=case.images, method="dis", dis_preset="medium")[0]
-    return eb_call(pack.motion_nodes.VideoGrainTrajectoryAttention, model=case.model, flow=flow, resolutions="64",
+        return eb.call(VideoGrainPnP, model=case.model, inject_step=inject_step, negative=case.negative)[0]
+    flow = eb.call(pack.motion_nodes.VideoGrainOpticalFlow, images=case.images, method="dis", dis_preset="medium")[0]
+    return eb.call(pack.motion_nodes.VideoGrainTrajectoryAttention, model=case.model, flow=flow, resolutions="64",
                    seed=0, slot_layout="chain")[0]
-
-
-def eb_call(node_cls, **inputs):
-    out = getattr(node_cls(), node_cls.FUNCTION)(**inputs)
-    return out["result"] if isinstance(out, dict) else out
 
 
 def main(argv=None) -> int:
@@ -101,7 +96,7 @@ def main(argv=None) -> int:
     forward, backward = source_flows(case.images)
     rows = {}
     for name in args.variants.split(","):
-        base = variant_model(pack, case, name, args.inject_step)
+        base = variant_model(eb, pack, case, name, args.inject_step)
         cell, inversion = eb.whole_edit(pack, case, args.steps, True, device, base=base)  # inversion uncached
         cell["warp_error"] = float(warp_error(case.decoded.float().cpu(), forward, backward).value)
         cell["host_rss_gib"] = eb.host_rss_gib()

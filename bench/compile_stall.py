@@ -28,26 +28,18 @@ import time
 from pathlib import Path
 
 PACK_DIR = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PACK_DIR / "bench"))
+from timing import median_seconds  # noqa: E402
 LEVELS = [("32x32", 1024, 80), ("16x16", 256, 160), ("8x8", 64, 160)]  # tokens per frame, head dim
 
 
-def _time(fn, device, repeats: int = 1) -> float:
-    import torch
-
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
+def _first_or_median(fn, device, repeats: int = 1) -> float:
+    # no warm-up run: with repeats 1 this is the call's first time (compiles, autotuning), later calls of
+    # the same fn come after that first one and so are warm
+    return median_seconds(fn, device, repeats, warmup=False)
 
 
 def child(frames: int, smoke: bool, sweep: bool = False) -> dict:
-    sys.path.insert(0, str(PACK_DIR / "bench"))
     from pack_import import import_videograin
 
     import_videograin()
@@ -72,25 +64,24 @@ def child(frames: int, smoke: bool, sweep: bool = False) -> dict:
         qh, kh = fast.split_heads(q, heads), fast.split_heads(k, heads)
         scale = d ** -0.5
         if not smoke:
-            row["extrema_first"] = _time(lambda: extrema.row_extrema(qh, kh, scale, w), device)
-            row["extrema_warm"] = _time(lambda: extrema.row_extrema(qh, kh, scale, w), device, 5)
-            row["flex_first"] = _time(lambda: fast.modulated_attention(q, k, v, heads, bits, bits, w, "flex"), device)
-            row["flex_warm"] = _time(lambda: fast.modulated_attention(q, k, v, heads, bits, bits, w, "flex"), device, 5)
+            row["extrema_first"] = _first_or_median(lambda: extrema.row_extrema(qh, kh, scale, w), device)
+            row["extrema_warm"] = _first_or_median(lambda: extrema.row_extrema(qh, kh, scale, w), device, 5)
+            row["flex_first"] = _first_or_median(lambda: fast.modulated_attention(q, k, v, heads, bits, bits, w, "flex"), device)
+            row["flex_warm"] = _first_or_median(lambda: fast.modulated_attention(q, k, v, heads, bits, bits, w, "flex"), device, 5)
         if sweep and not smoke:
-            row["extrema_sweep"] = {str(c): _time(lambda c=c: extrema.row_extrema_triton(qh, kh, scale, w, c), device, 5)
+            row["extrema_sweep"] = {str(c): _first_or_median(lambda c=c: extrema.row_extrema_triton(qh, kh, scale, w, c), device, 5)
                                     for c in extrema.EXTREMA_CONFIGS}
             row["extrema_rule"] = str(extrema.launch_config(sum(extrema._split_head_dim(d)), 2))
-        row["grouped_first"] = _time(lambda: fast.modulated_attention(q, k, v, heads, bits, bits, w, "grouped"), device)
-        row["grouped_warm"] = _time(lambda: fast.modulated_attention(q, k, v, heads, bits, bits, w, "grouped"),
+        row["grouped_first"] = _first_or_median(lambda: fast.modulated_attention(q, k, v, heads, bits, bits, w, "grouped"), device)
+        row["grouped_warm"] = _first_or_median(lambda: fast.modulated_attention(q, k, v, heads, bits, bits, w, "grouped"),
                                     device, 5)
-        row["floor_warm"] = _time(lambda: spacetime_attention(q, k, v, heads), device, 5)
+        row["floor_warm"] = _first_or_median(lambda: spacetime_attention(q, k, v, heads), device, 5)
         rows[name] = row
     return rows
 
 
 def edit_child(comfy: Path, sequence: list[int], smoke: bool, checkpoint: Path | None, steps: int, route: str) -> list:
     """Whole edits of 512² clips of the given frame counts, in order, in this process."""
-    sys.path.insert(0, str(PACK_DIR / "bench"))
     import edit_benchmark as eb
     import torch
 

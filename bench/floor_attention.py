@@ -13,26 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import median_seconds  # noqa: E402
+
 LEVELS = [("64x64", 4096, 40), ("32x32", 1024, 80), ("16x16", 256, 160), ("8x8", 64, 160)]
-
-
-def _median_seconds(fn, cuda: bool, repeats: int) -> float:
-    import torch
-
-    fn()  # warm-up (kernel selection, workspace)
-    times = []
-    for _ in range(repeats):
-        if cuda:
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
 
 
 def main(argv=None) -> int:
@@ -70,7 +56,7 @@ def main(argv=None) -> int:
                         return F.scaled_dot_product_attention(q, k, v)
                 try:
                     out = call()
-                    row[label] = {"seconds": _median_seconds(call, cuda, args.repeats),
+                    row[label] = {"seconds": median_seconds(call, device, args.repeats),
                                   "max_diff": float((out.float() - ref.float()).abs().max())}
                 except RuntimeError as e:  # a backend that does not support this shape or GPU
                     row[label] = {"error": str(e).splitlines()[0][:120]}

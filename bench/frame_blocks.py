@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import statistics
 import sys
-import time
 
 import torch
 
 PACK_DIR = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PACK_DIR / "bench"))
 from pack_import import import_videograin  # noqa: E402
+from timing import median_seconds  # noqa: E402
 
 import_videograin()
 
@@ -29,21 +28,6 @@ from videograin.attention.spacetime import spacetime_attention  # noqa: E402
 from videograin.masks.clusters import FrameBlockAccumulator  # noqa: E402
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-
-
-def timed(fn, device: str, repeats: int) -> float:
-    """Median milliseconds of `fn()` over `repeats` runs after one warm-up."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(1000 * (time.perf_counter() - t0))
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -67,9 +51,9 @@ def main() -> None:
         q, k, v = (torch.randn(1, n, channels, generator=g, device=a.device, dtype=dtype) for _ in range(3))
         acc_fused = FrameBlockAccumulator(frames, side, side, device=a.device)
         acc_plain = FrameBlockAccumulator(frames, side, side, device=a.device)
-        plain = timed(lambda: spacetime_attention(q, k, v, heads), a.device, a.repeats)
-        attend = timed(lambda: acc_fused.attend(q, k, v, heads), a.device, a.repeats)
-        add = timed(lambda: acc_plain.add(q, k, heads), a.device, a.repeats)
+        plain = 1000 * median_seconds(lambda: spacetime_attention(q, k, v, heads), a.device, a.repeats)
+        attend = 1000 * median_seconds(lambda: acc_fused.attend(q, k, v, heads), a.device, a.repeats)
+        add = 1000 * median_seconds(lambda: acc_plain.add(q, k, heads), a.device, a.repeats)
         diff = float((acc_fused.mean() - acc_plain.mean()).abs().max())
         mib = acc_fused.sum.numel() * 4 / 2 ** 20
         print(f"{frames:6d} | {plain:8.2f} | {attend:9.2f} | {add:6.2f} | {attend - plain:15.2f} | "
