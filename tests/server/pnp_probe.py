@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import sys
-import types
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,40 +21,30 @@ REPO = Path(__file__).resolve().parents[2]
 
 def main() -> int:
     comfy_dir, inject_step, steps = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-    sys.path.insert(0, str(comfy_dir))
-    import comfy.cli_args
+    sys.path.insert(0, str(REPO / "bench"))
+    import edit_benchmark as eb  # the benchmarks' in-process ComfyUI and model setup
 
-    comfy.cli_args.args.cpu = True
+    eb.import_comfy(comfy_dir, cpu=True)
+    eb.import_pack()
     import torch
-
-    torch.set_grad_enabled(False)
-    package = types.ModuleType("videograin")
-    package.__path__ = [str(REPO)]
-    sys.modules["videograin"] = package
-    sys.path.insert(0, str(REPO / ".ci"))
-    import comfy.sd
-    import make_models as mm
 
     from videograin.masks.layout import attention_sizes
     from videograin.nodes import inversion_nodes as inv
     from videograin.nodes.pnp_nodes import VideoGrainPnP
     from videograin.sampling.pnp_features import expected_bytes
 
-    sd = mm.to_fp16(mm.build_tiny(mm.SEEDS["tiny"], mm.load_tiny_module()))
-    model, clip, _vae, _ = comfy.sd.load_state_dict_guess_config(sd, output_vae=True, output_clip=True)
+    model, clip, _vae = eb.build_checkpoint(tiny=True)
 
-    def encode(text):
-        tokens = clip.tokenize(text)
-        return clip.encode_from_tokens_scheduled(tokens)
-
-    source, edit, negative = encode("a red ball"), encode("a blue ball"), encode("")
+    source, edit, negative = (eb.encode_text(clip, t) for t in ("a red ball", "a blue ball", ""))
     torch.manual_seed(0)
     latent = {"samples": torch.randn(2, 4, 8, 12)}  # 2 frames, non-square latent
 
-    pnp_model = VideoGrainPnP().apply(model, inject_step, negative)[0]
-    plain_model = VideoGrainPnP().apply(model, 0, negative)[0]
-    record, _ = _result(inv.VideoGrainInvert().invert(pnp_model, source, latent, steps, cache="off"))
-    record_plain, _ = _result(inv.VideoGrainInvert().invert(plain_model, source, latent, steps, cache="off"))
+    pnp_model = eb.call(VideoGrainPnP, model=model, inject_step=inject_step, negative=negative)[0]
+    plain_model = eb.call(VideoGrainPnP, model=model, inject_step=0, negative=negative)[0]
+    record = eb.call(inv.VideoGrainInvert, model=pnp_model, positive=source, latent=latent, steps=steps,
+                     cache="off")[0]
+    record_plain = eb.call(inv.VideoGrainInvert, model=plain_model, positive=source, latent=latent, steps=steps,
+                           cache="off")[0]
 
     levels = record.trajectory.flip(0)  # model-space latent at σ_0 (top) … σ_{n-1}
     predictions = {}
@@ -67,7 +56,8 @@ def main() -> int:
 
     inv.ddim.sample = probe  # this process only: the probe replaces the loop, the denoiser is the real one
     for m in (pnp_model, plain_model):
-        inv.VideoGrainSampler().sample(m, record, edit, negative, 5.0, steps, 0, "off")
+        eb.call(inv.VideoGrainSampler, model=m, inversion=record, positive=edit, negative=negative, cfg=5.0,
+                steps=steps, seed=0, background="off")
     with_pnp, without = predictions["runs"]
     model_channels = model.model.model_config.unet_config["model_channels"]
     itemsize = next(iter(record.pnp.tensors.values())).element_size()
@@ -81,10 +71,6 @@ def main() -> int:
         "plain_has_no_features": record_plain.pnp is None,
     }))
     return 0
-
-
-def _result(out):
-    return out["result"] if isinstance(out, dict) else out
 
 
 if __name__ == "__main__":
