@@ -98,7 +98,9 @@ def nodes_of(prompt: dict, target: str) -> list[str]:
 
 
 def apply_sets(prompt: dict, items: list[str]) -> dict:
-    """Apply `NODE.input=VALUE` (NODE: id or class_type; VALUE read as JSON when it parses)."""
+    """Apply `NODE.input=VALUE` (NODE: id or class_type; VALUE read as JSON when it parses): each class_type
+    becomes its node ids, then .ci/run_workflow.py's `apply_overrides` checks and sets them."""
+    by_id = []
     for item in items:
         target, sep, value = item.partition("=")
         node, dot, name = target.rpartition(".")
@@ -107,12 +109,8 @@ def apply_sets(prompt: dict, items: list[str]) -> dict:
             known = ", ".join(f"{k} {n['class_type']}" for k, n in prompt.items())
             raise SystemExit(f"--set {item!r}: expected NODE.input=VALUE with NODE a node id or class_type of the "
                              f"workflow (nodes: {known})")
-        for k in ids:
-            if name not in prompt[k]["inputs"]:
-                raise SystemExit(f"--set {item!r}: node {k} ({prompt[k]['class_type']}) has no input {name!r} "
-                                 f"(inputs: {', '.join(prompt[k]['inputs'])})")
-            prompt[k]["inputs"][name] = ci_run.parse_value(value)
-    return prompt
+        by_id += [f"{k}.{name}={value}" for k in ids]
+    return ci_run.apply_overrides(prompt, by_id)
 
 
 def _set_all(prompt: dict, class_type: str, **values) -> int:
