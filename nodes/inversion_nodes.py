@@ -67,8 +67,10 @@ def _latent_samples(latent, node: str, model) -> torch.Tensor:
 
 
 def _step_hook(callback, sigmas):
-    """on_step for the loops: interrupt check, then core's per-step callback (progress bar, preview)."""
+    """on_step for the loops: wait for the step, interrupt check, then core's per-step callback (progress
+    bar, preview)."""
     def on_step(i, x, x0):
+        ddim.wait_for_step(x)
         comfy.model_management.throw_exception_if_processing_interrupted()
         if callback is not None:
             callback({"i": i, "x": x, "denoised": x0, "sigma": sigmas[i], "sigma_hat": sigmas[i]})

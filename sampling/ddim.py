@@ -30,6 +30,18 @@ Blend = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 TRAJECTORY_DEVICE_LIMIT_BYTES = 256 * 2 ** 20
 
 
+def wait_for_step(x: torch.Tensor) -> None:
+    """Block until the device has finished the model call that produced `x` (a no-op on the CPU).
+
+    The inversion loop has no other point where the CPU waits for the GPU (the editing loop waits in
+    ST-Layout's step lookup), so without it the progress bar ran up to a step ahead of the GPU and then sat
+    at 100 %, and step times read from it were launch times (docs/design.md §16). One wait per model call,
+    as the editing loop already has.
+    """
+    if x.device.type == "cuda":
+        torch.cuda.synchronize(x.device)
+
+
 def _euler(x: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
     # Written exactly as k-diffusion's to_d + Euler update so that results match core bit for bit.
     d = (x - x0) / sigma.reshape((1,) * x.ndim)

@@ -176,3 +176,17 @@ def test_inversion_record_shape_checks_and_deepcopy():
     with pytest.raises(ValueError):
         Inversion(latent_T=rec.latent_T[:1], source=rec.source, trajectory=rec.trajectory, sigmas=rec.sigmas,
                   steps=3)
+
+
+def test_wait_for_step_synchronizes_only_a_cuda_device(monkeypatch):
+    """The inversion loop's only CPU/GPU wait: a CUDA result blocks on its own device, a CPU one does nothing."""
+    waited = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: waited.append(device))
+    ddim.wait_for_step(torch.zeros(2))
+    assert waited == []
+
+    class OnCuda:  # a CPU-only host has no CUDA tensor; the helper only reads `.device`
+        device = torch.device("cuda", 1)
+
+    ddim.wait_for_step(OnCuda())
+    assert waited == [torch.device("cuda", 1)]
