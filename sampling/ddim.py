@@ -35,8 +35,8 @@ def wait_for_step(x: torch.Tensor) -> None:
 
     The inversion loop has no other point where the CPU waits for the GPU (the editing loop waits in
     ST-Layout's step lookup), so without it the progress bar ran up to a step ahead of the GPU and then sat
-    at 100 %, and step times read from it were launch times (docs/design.md §16). One wait per model call,
-    as the editing loop already has.
+    at 100 %, and step times read from it were launch times (docs/design.md §16). The nodes' step hook calls
+    it in both loops: one wait per model call, which the editing loop already paid.
     """
     if x.device.type == "cuda":
         torch.cuda.synchronize(x.device)
