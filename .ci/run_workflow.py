@@ -58,13 +58,13 @@ def apply_overrides(prompt: dict, overrides: list[str]) -> dict:
     return prompt
 
 
-def real_checkpoints(url: str, ignore: set[str]) -> list[str]:
+def real_checkpoints(url: str) -> list[str]:
     """Checkpoints CheckpointLoaderSimple offers besides the random test models (real weights). Every model
     the dev host or the tests write is named videograin_* (a test killed mid-run can leave one behind)."""
     info = get_json(url, "/object_info/CheckpointLoaderSimple")["CheckpointLoaderSimple"]
     spec = info["input"]["required"]["ckpt_name"]
     names = spec[0] if isinstance(spec[0], list) else spec[1].get("options", [])
-    return [n for n in names if Path(n).name not in ignore and not Path(n).name.startswith("videograin_")]
+    return [n for n in names if not Path(n).name.startswith("videograin_")]
 
 
 def get_json(url: str, path: str, body: dict | None = None):
@@ -138,15 +138,19 @@ def outputs_of(url: str, prompt_id: str, output_dir: Path | None) -> list[tuple[
                                  f"{data.get('exception_message', '').strip()}")
         raise SystemExit(f"the workflow ended with status {status.get('status_str')!r}")
     files: list[tuple[str, str]] = []
-    for ui in entry.get("outputs", {}).values():
-        for items in ui.values():
-            for item in items if isinstance(items, list) else []:
-                if isinstance(item, dict) and "filename" in item and item.get("type", "output") == "output":
-                    rel = Path(item.get("subfolder", "")) / item["filename"]
-                    where = (str(output_dir / rel) if output_dir else
-                             f"{url}/view?filename={item['filename']}&subfolder={item.get('subfolder', '')}&type=output")
-                    files.append((item["filename"], where))
+    for item in output_items(entry):
+        rel = Path(item.get("subfolder", "")) / item["filename"]
+        where = (str(output_dir / rel) if output_dir else
+                 f"{url}/view?filename={item['filename']}&subfolder={item.get('subfolder', '')}&type=output")
+        files.append((item["filename"], where))
     return files
+
+
+def output_items(entry: dict) -> list[dict]:
+    """The files a finished prompt's /history entry lists in the output folder (not temp previews)."""
+    return [item for ui in entry.get("outputs", {}).values() for items in ui.values()
+            if isinstance(items, list) for item in items
+            if isinstance(item, dict) and "filename" in item and item.get("type", "output") == "output"]
 
 
 def run(url: str, prompt: dict, timeout: float, output_dir: Path | None) -> list[tuple[str, str]]:
@@ -209,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                 server.check_pack_loaded()
             except cs.ServerError as e:
                 raise SystemExit(str(e)) from None
-            real = real_checkpoints(server.url, {cs.FULL_MODEL, cs.TINY_MODEL})
+            real = real_checkpoints(server.url)
             if real:
                 print(f"[videograin] checkpoints with real weights available: {', '.join(real)}")
             if args.auto_checkpoint:

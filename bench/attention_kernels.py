@@ -14,15 +14,14 @@ from __future__ import annotations
 import argparse
 import math
 import pathlib
-import statistics
 import sys
-import time
 
 import torch
 
 PACK_DIR = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PACK_DIR / "bench"))
 from pack_import import import_videograin  # noqa: E402
+from timing import median_seconds  # noqa: E402
 
 import_videograin()
 
@@ -92,20 +91,13 @@ def cross_layout(frames: int, h: int, w: int, strength: float = 1.0):
 
 def measure(fn, device: torch.device, repeats: int):
     """(median seconds, peak bytes or None, result) of fn() after one warm-up call."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    result = fn()  # warm-up: compilation, autotuning, allocator growth
-    sync()
+    result = fn()  # warm-up: compilation, autotuning, allocator growth; its result is the one returned
     if device.type == "cuda":
+        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        result = fn()
-        sync()
-        times.append(time.perf_counter() - start)
+    seconds = median_seconds(fn, device, repeats, warmup=False)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    return statistics.median(times), peak, result
+    return seconds, peak, result
 
 
 def is_oom(exc: BaseException) -> bool:

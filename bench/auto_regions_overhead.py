@@ -13,27 +13,28 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import statistics
 import sys
 from pathlib import Path
 
 PACK_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PACK_DIR / "bench"))
-import edit_benchmark as eb  # noqa: E402  (import_comfy, build_checkpoint, Clock)
+import edit_benchmark as eb  # noqa: E402  (import_comfy, build_checkpoint)
+from timing import median_seconds  # noqa: E402
 
 
 def unet_call(patcher, x, sigma, context, repeats: int, device):
+    """(median seconds of one UNet call over `repeats` calls after a warm-up call, the last output)."""
     import comfy.model_management as mm
 
     mm.load_models_gpu([patcher])
     options = dict(patcher.model_options["transformer_options"])
     options.update({"cond_or_uncond": [0]})
-    times, out = [], None
-    for _ in range(repeats + 1):
-        with eb.Clock(device) as c:
-            out = patcher.model.apply_model(x, sigma, c_crossattn=context, transformer_options=options)
-        times.append(c.seconds)
-    return statistics.median(times[1:]), out
+
+    last = []
+
+    def call():  # keeps the last output: no extra call (the recorder counts the calls)
+        last[:] = [patcher.model.apply_model(x, sigma, c_crossattn=context, transformer_options=options)]
+    return median_seconds(call, device, repeats), last[0]
 
 
 def main(argv=None) -> int:

@@ -39,6 +39,16 @@ def _first_or_median(fn, device, repeats: int = 1) -> float:
     return median_seconds(fn, device, repeats, warmup=False)
 
 
+def _run_child(argv: list[str], env: dict) -> tuple[object, int]:
+    """Run this script with `--child` + argv in a fresh process: (its last stdout line as JSON, 0), or
+    (None, the return code) after printing the tail of its stderr."""
+    proc = subprocess.run([sys.executable, __file__, "--child"] + argv, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        print(proc.stderr[-4000:], file=sys.stderr)
+        return None, proc.returncode
+    return json.loads(proc.stdout.strip().splitlines()[-1]), 0
+
+
 def child(frames: int, smoke: bool, sweep: bool = False) -> dict:
     from pack_import import import_videograin
 
@@ -142,21 +152,15 @@ def main(argv=None) -> int:
             runs[label] = {"levels": {}}
             if label != "flex":
                 t = time.perf_counter()
-                proc = subprocess.run([sys.executable, __file__, "--child", "kernels"] + common, env=env,
-                                      capture_output=True, text=True)
-                if proc.returncode:
-                    print(proc.stderr[-4000:], file=sys.stderr)
-                    return proc.returncode
-                runs[label] = {"process_seconds": time.perf_counter() - t,
-                               "levels": json.loads(proc.stdout.strip().splitlines()[-1])}
+                levels, rc = _run_child(["kernels"] + common, env)
+                if rc:
+                    return rc
+                runs[label] = {"process_seconds": time.perf_counter() - t, "levels": levels}
             common_route = common + ["--route", route]
             if edits:  # a separate process on the same caches: its first edit is that run's first
-                proc = subprocess.run([sys.executable, __file__, "--child", "edits", "--edits", edits] + common_route,
-                                      env=env, capture_output=True, text=True)
-                if proc.returncode:
-                    print(proc.stderr[-4000:], file=sys.stderr)
-                    return proc.returncode
-                runs[label]["edits"] = json.loads(proc.stdout.strip().splitlines()[-1])
+                runs[label]["edits"], rc = _run_child(["edits", "--edits", edits] + common_route, env)
+                if rc:
+                    return rc
     cols = ["extrema_first", "extrema_warm", "flex_first", "flex_warm", "grouped_first", "grouped_warm", "floor_warm"]
     print("| run | level | tokens | " + " | ".join(cols) + " |")
     print("|" + "---|" * (len(cols) + 3))

@@ -55,8 +55,8 @@ def main(argv=None) -> int:
                     with sdpa_kernel([backend]):
                         return F.scaled_dot_product_attention(q, k, v)
                 try:
-                    out = call()
-                    row[label] = {"seconds": median_seconds(call, device, args.repeats),
+                    out = call()  # the warm-up call, and the output compared
+                    row[label] = {"seconds": median_seconds(call, device, args.repeats, warmup=False),
                                   "max_diff": float((out.float() - ref.float()).abs().max())}
                 except RuntimeError as e:  # a backend that does not support this shape or GPU
                     row[label] = {"error": str(e).splitlines()[0][:120]}

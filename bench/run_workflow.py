@@ -209,11 +209,13 @@ def write_clip(folder: Path, frames: int, width: int, height: int, regions: list
 # --- memory from outside the server ---------------------------------------------------------------------
 
 class SmiPoller(threading.Thread):
-    """Polls nvidia-smi: the server pid's used_memory, and the device's memory.used above `baseline`."""
+    """Polls nvidia-smi: the server pid's used_memory, and the device's memory.used above `baseline`, read
+    when the poller is made: before the server starts, so that the CUDA context counts. Set `pid` before
+    `start()`."""
 
-    def __init__(self, pid: int, gpu: str, interval: float = 0.2):
+    def __init__(self, gpu: str, interval: float = 0.2):
         super().__init__(daemon=True)
-        self.pid, self.gpu, self.interval = pid, gpu, interval
+        self.pid, self.gpu, self.interval = None, gpu, interval
         self.smi = shutil.which("nvidia-smi")
         self.baseline = self._device_used() if self.smi else None
         self.peak_pid_mib = 0
@@ -397,8 +399,9 @@ class BenchServer(cs.ComfyServer):
                 "--front-end-root", str(self.front_end)]
         return cmd + (["--cpu"] if self.cpu else [])
 
-    def custom_node_failures(self) -> list[str]:
-        """Custom node folders that failed to import (comfy_extras' own failures, e.g. without kornia, are not)."""
+    def import_failures(self) -> list[str]:
+        """Custom node folders that failed to import; comfy_extras' own failures (the GPU image lacks e.g.
+        kornia) are not the pack's and do not stop a measurement."""
         return [line.strip() for line in self.log_text().splitlines()
                 if "IMPORT FAILED" in line and "custom_nodes" in line]
 
@@ -434,11 +437,10 @@ def run_once(setup: "Setup", prompt: dict, label: str, cap_gib: float | None, ti
                          env={"VIDEOGRAIN_CACHE_DIR": str(run_dir / "inversion_cache")})
     row: dict = {"label": label, "cap_gib": cap_gib, "log": str(server.log_path)}
     try:
+        poller = SmiPoller(setup.gpu)  # the device's baseline before the server's CUDA context
         server.start(timeout=300)
-        failed = server.custom_node_failures()
-        if failed:
-            raise cs.ServerError("custom nodes failed to import: " + "; ".join(failed) + "\n" + server.log_tail())
-        poller = SmiPoller(server.proc.pid, setup.gpu)
+        server.check_pack_loaded()
+        poller.pid = server.proc.pid
         poller.start()
         client_id = uuid.uuid4().hex
         events = EventLog(server.url, client_id)
@@ -472,9 +474,7 @@ def run_once(setup: "Setup", prompt: dict, label: str, cap_gib: float | None, ti
             node = node_at(events.events, prompt_id, stats["peak_time"] - events.wall_offset)
             row["peak_node"] = node and f"{node} {prompt.get(node, {}).get('class_type', '')}"
         row["outputs"] = [str(server.output_dir / item.get("subfolder", "") / item["filename"])
-                          for ui in entry.get("outputs", {}).values() for items in ui.values()
-                          if isinstance(items, list) for item in items
-                          if isinstance(item, dict) and "filename" in item and item.get("type", "output") == "output"]
+                          for item in ci_run.output_items(entry)]
     finally:
         server.stop()
     return row
@@ -665,9 +665,7 @@ def main(argv: list[str] | None = None) -> int:
         set_windows(prompt, *_ints(args.window))
     if not args.keep_cache:
         _set_all(prompt, "VideoGrainInvert", cache="off")
-    for node in prompt.values():
-        if node["class_type"] == "CheckpointLoaderSimple":
-            node["inputs"]["ckpt_name"] = setup.ckpt_name
+    _set_all(prompt, "CheckpointLoaderSimple", ckpt_name=setup.ckpt_name)
     apply_sets(copy.deepcopy(prompt), args.sets)  # fail fast on a bad --set
 
     caps: list[float | None] = [float(c) for c in args.cap_gib.split(",") if c.strip()] or [None]

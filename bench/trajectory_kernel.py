@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import statistics
 import sys
 import time
 
@@ -29,6 +28,7 @@ import torch
 PACK_DIR = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PACK_DIR / "bench"))
 from pack_import import import_videograin  # noqa: E402
+from timing import median_seconds  # noqa: E402
 
 import_videograin()
 
@@ -44,20 +44,9 @@ VARIANTS = ("spacetime", "gather", "grouped_sdpa", "grouped_matmul")
 
 def measure(fn, device: torch.device, repeats: int) -> tuple[float, float, torch.Tensor]:
     """(median ms, peak extra MiB of one call or NaN on the CPU, the output) after one warm-up call."""
-    out = fn()
-    del out
-    cuda = device.type == "cuda"
-    times = []
-    for _ in range(repeats):
-        if cuda:
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        out = fn()
-        if cuda:
-            torch.cuda.synchronize(device)
-        times.append(1000 * (time.perf_counter() - t0))
-        del out
+    ms = 1000 * median_seconds(fn, device, repeats)
     peak = float("nan")
+    cuda = device.type == "cuda"
     if cuda:
         torch.cuda.empty_cache()
         base = torch.cuda.memory_allocated(device)
@@ -66,7 +55,7 @@ def measure(fn, device: torch.device, repeats: int) -> tuple[float, float, torch
     if cuda:
         torch.cuda.synchronize(device)
         peak = (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
-    return statistics.median(times), peak, out
+    return ms, peak, out
 
 
 def trajectories(flow_kind: str, frames: int, size: int):
