@@ -10,8 +10,16 @@
 # random-weight checkpoints (.ci/make_models.py) into $BASE/models/checkpoints, cached by a stamp of
 # the generator's sources.
 #
+# `--test-extras` (.ci/test.sh passes it) also installs what only the tests use: a second, newer
+# ComfyUI frontend for tests/server/test_frontend.py. The demo does not download it.
+#
 # Idempotent: a second run only checks stamps and returns in seconds.
 set -euo pipefail
+
+TEST_EXTRAS=0
+if [ "${1:-}" = "--test-extras" ]; then
+    TEST_EXTRAS=1
+fi
 
 PACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-python3}"
@@ -46,6 +54,9 @@ FRONTEND_NEW_VERSION="1.58.1"
 FRONTEND_NEW="$HOST/frontend-new"
 
 ensure_new_frontend() {
+    if [ "$TEST_EXTRAS" != 1 ]; then
+        return 0
+    fi
     if [ -f "$FRONTEND_NEW/.version" ] && [ "$(cat "$FRONTEND_NEW/.version")" = "$FRONTEND_NEW_VERSION" ] \
         && [ -f "$FRONTEND_NEW/comfyui_frontend_package/static/index.html" ]; then
         return 0

@@ -7,7 +7,7 @@ set -euo pipefail
 PACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 HOST="${VIDEOGRAIN_HOST:-$PACK_DIR/.host}"
 
-bash "$PACK_DIR/.ci/setup_host.sh"
+bash "$PACK_DIR/.ci/setup_host.sh" --test-extras
 
 cd "$PACK_DIR"
 # Inside an existing ComfyUI checkout the setup script only installs requirements; the tests still

@@ -5,7 +5,7 @@ node known, and the prompt the frontend builds from it (`app.graphToPrompt()`) e
 Needs Debian's chromium (`.ci/test.sh` installs it) and the playwright package (no browser download).
 
 Every test runs twice: against the host's frontend (comfyui-frontend-package 1.32.9, what ComfyUI 0.3.75
-requires) and against the newer pinned release that `.ci/setup_host.sh` installs into
+requires) and against the newer pinned release that `.ci/setup_host.sh --test-extras` (run by `.ci/test.sh`) installs into
 `<host>/frontend-new`, served by a second server with `--front-end-root`.
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ def frontend_server(request, comfy_server, server_module, host_paths, tmp_path_f
         return
     static = host_paths.comfy_dir.parent / "frontend-new" / "comfyui_frontend_package" / "static"
     if not (static / "index.html").is_file():
-        _unavailable(f"the newer frontend is not installed at {static} (bash .ci/setup_host.sh installs it)")
+        _unavailable(f"the newer frontend is not installed at {static} (bash .ci/setup_host.sh --test-extras installs it; .ci/test.sh runs that)")
     root = tmp_path_factory.mktemp("comfy_newest_frontend")
     server = server_module.ComfyServer(host_paths, output_dir=root / "output", temp_dir=root / "temp",
                                        log_path=root / "comfyui.log", extra_args=("--front-end-root", str(static)),
