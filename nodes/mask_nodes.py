@@ -13,7 +13,7 @@ from ..masks.load import MaskLoadError, load_region_masks
 from ..masks.preview import label_image, overlay
 from ..media.selection import FrameSelection, SelectionError
 from .errors import VideoGrainInputError
-from .utils import fingerprint, resolve_free_path
+from .utils import PathNotAllowed, fingerprint, resolve_free_path
 
 MASKS_TYPE = "VIDEOGRAIN_MASKS"
 LOAD_MASKS = "VideoGrainLoadMasks"
@@ -23,7 +23,7 @@ def resolve_masks_path(masks_path: str) -> Path:
     """An absolute path as given; a relative one inside ComfyUI's input folder (confined on shared servers)."""
     try:
         return Path(resolve_free_path(masks_path))
-    except ValueError as exc:  # PathNotAllowed, or newer folder_paths' ValueError("Invalid file path")
+    except PathNotAllowed as exc:
         raise VideoGrainInputError(LOAD_MASKS, "masks_path", str(exc),
                                    "copy the masks into ComfyUI's input folder and give the path relative to it") \
             from exc

@@ -9,6 +9,7 @@ address other than the loopback one (`VIDEOGRAIN_CONFINE_PATHS=0` lifts that).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 
@@ -18,6 +19,18 @@ _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 class PathNotAllowed(ValueError):
     """A path input that resolves outside the folders it may read."""
+
+
+@contextlib.contextmanager
+def _as_path_not_allowed():
+    """Any other ValueError of path handling becomes PathNotAllowed, the one error callers handle: newer
+    folder_paths raises ValueError("Invalid file path") on traversal, os.path one on a NUL byte."""
+    try:
+        yield
+    except PathNotAllowed:
+        raise
+    except ValueError as exc:
+        raise PathNotAllowed(str(exc)) from exc
 
 
 def input_dir() -> str:
@@ -33,11 +46,12 @@ def _inside(path: str, root: str) -> bool:
 def resolve_listed(value: str) -> str:
     """The full path of a list value relative to the input folder; PathNotAllowed when its real path
     (after `..` and symlinks) leaves the input folder."""
-    root = input_dir()
-    full = os.path.join(root, value)
-    if os.path.isabs(value) or not _inside(full, root):
-        raise PathNotAllowed(f"{value!r} resolves outside ComfyUI's input folder")
-    return full
+    with _as_path_not_allowed():
+        root = input_dir()
+        full = os.path.join(root, value)
+        if os.path.isabs(value) or not _inside(full, root):
+            raise PathNotAllowed(f"{value!r} resolves outside ComfyUI's input folder")
+        return full
 
 
 def paths_confined() -> bool:
@@ -64,12 +78,14 @@ def allowed_roots() -> list[str]:
 def resolve_free_path(value: str) -> str:
     """A free-text path: quotes and `~` handled, relative paths start in the input folder. When paths
     are confined (`paths_confined`), PathNotAllowed unless it lies inside the input, output or temp folder."""
-    cleaned = os.path.expanduser(value.strip().strip('"').strip("'"))
-    full = cleaned if os.path.isabs(cleaned) else os.path.join(input_dir(), cleaned)
-    if paths_confined() and not any(_inside(full, root) for root in allowed_roots()):
-        raise PathNotAllowed(f"{value!r} is outside ComfyUI's input, output and temp folders, and this server "
-                             f"confines paths ({CONFINE_ENV}, or a --listen address other than the loopback one)")
-    return full
+    with _as_path_not_allowed():
+        cleaned = os.path.expanduser(value.strip().strip('"').strip("'"))
+        full = cleaned if os.path.isabs(cleaned) else os.path.join(input_dir(), cleaned)
+        if paths_confined() and not any(_inside(full, root) for root in allowed_roots()):
+            raise PathNotAllowed(f"{value!r} is outside ComfyUI's input, output and temp folders, and this "
+                                 f"server confines paths ({CONFINE_ENV}, or a --listen address other than the "
+                                 "loopback one)")
+        return full
 
 
 def fingerprint(path: str) -> str:

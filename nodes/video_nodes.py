@@ -20,7 +20,7 @@ from ..media.files import is_video_file, list_frame_files, natural_key
 from ..media.selection import FrameSelection, SelectionError
 from .errors import VideoGrainInputError
 from .notify import warn
-from .utils import fingerprint, input_dir, resolve_free_path, resolve_listed
+from .utils import PathNotAllowed, fingerprint, input_dir, resolve_free_path, resolve_listed
 
 LOAD = "VideoGrainLoadVideo"
 SAVE = "VideoGrainSaveVideo"
@@ -75,9 +75,7 @@ def resolve_source(video: str, path: str = "") -> tuple[str, str]:
                                        "upload a video or frame folder to ComfyUI's input folder and pick it, "
                                        "or set 'path'")
         return resolve_listed(video), "video"
-    except VideoGrainInputError:
-        raise
-    except ValueError as exc:  # PathNotAllowed, or newer folder_paths' ValueError("Invalid file path")
+    except PathNotAllowed as exc:
         name = "path" if path and path.strip() else "video"
         fix = ("pick a video from the list (files in ComfyUI's input folder)" if name == "video" else
                "copy the video into ComfyUI's input folder and pick it in 'video', or ask whoever runs the "
