@@ -14,21 +14,17 @@ import torch
 
 
 from ..attention.frame_blocks import FrameBlockRecordingAttention
-from ..masks.clusters import ClusterError, cluster_frames, labels_to_masks, match_labels
+from ..masks.clusters import ClusterError, regions_from_affinity
+from ..masks.layout import attention_sizes
 from ..masks.preview import overlay
 from .errors import VideoGrainInputError
 from .inversion_nodes import _latent_samples, inversion_schedule, run_inversion
-from .mask_nodes import MASKS_TYPE
+from .mask_nodes import MASKS_TYPE, frames_size
 from .model_patch import check_sd15, check_windows, remove_pnp, spacetime_clone
 
 AUTO = "VideoGrainAutoRegions"
 # SD1.5's transformer blocks at latent/2 (the 32×32 level of a 512² input): docs/design.md §10.
 RECORDED_BLOCKS = (("input", 4), ("input", 5), ("output", 6), ("output", 7), ("output", 8))
-
-
-def level_grid(latent_h: int, latent_w: int) -> tuple[int, int]:
-    """Token grid of the latent/2 level (the UNet's stride-2 conv rounds up)."""
-    return -(-latent_h // 2), -(-latent_w // 2)
 
 
 def recording_clone(model, node: str = AUTO):
@@ -102,13 +98,11 @@ class VideoGrainAutoRegions:
         if samples.shape[0] == 0:
             raise VideoGrainInputError(AUTO, "latent", "the latent has no frames", "encode at least one frame")
         frames, _, lh, lw = samples.shape
-        if not isinstance(images, torch.Tensor) or images.ndim != 4:
-            raise VideoGrainInputError(AUTO, "images", "expected frames [F, H, W, C]",
-                                       "connect the IMAGE output of VideoGrainLoadVideo")
-        if images.shape[0] != frames:
-            raise VideoGrainInputError(AUTO, "images", f"{images.shape[0]} frames but the latent has {frames}",
+        image_frames, h, w = frames_size(AUTO, images)
+        if image_frames != frames:
+            raise VideoGrainInputError(AUTO, "images", f"{image_frames} frames but the latent has {frames}",
                                        "give the frames that were encoded into the latent")
-        grid = level_grid(lh, lw)
+        grid = attention_sizes((lh, lw))[1]  # the latent/2 level the patch records
         tokens = grid[0] * grid[1]
         if not 1 <= k <= tokens:
             raise VideoGrainInputError(AUTO, "k", f"{k} clusters asked for, but a frame has only {tokens} tokens "
@@ -123,12 +117,10 @@ class VideoGrainAutoRegions:
             raise VideoGrainInputError(AUTO, "model", f"the recording patch never ran at {list(RECORDED_BLOCKS)}",
                                        "use an SD1.5-family model whose UNet ComfyUI tags with SD1.5's block keys")
         try:
-            labels = match_labels(cluster_frames(acc.mean(), k, seed, size=(acc.h, acc.w)), k)
+            masks = regions_from_affinity(acc.mean(), (acc.h, acc.w), k, h, w, seed)  # [K, F, H, W]
         except ClusterError as err:
             raise VideoGrainInputError(AUTO, "k", str(err), "use fewer clusters") from err
         seconds = time.perf_counter() - start
-        h, w = images.shape[1:3]
-        masks = labels_to_masks(labels, k, h, w)                          # [K, F, H, W]
         names = [f"region_{j + 1}" for j in range(k)]
         region_masks = {n: m.to(images.device) for n, m in zip(names, masks)}
         preview = overlay(images.float().cpu(), {n: m for n, m in zip(names, masks)}, 0.5)

@@ -29,10 +29,39 @@ def resolve_masks_path(masks_path: str) -> Path:
             from exc
 
 
-def _check_masks(node: str, name: str, region_masks) -> dict[str, torch.Tensor]:
+_FRAMES_FIX = "connect the IMAGE output of VideoGrainLoadVideo"
+
+
+def frames_size(node: str, images) -> tuple[int, int, int]:
+    """(frames, height, width) of an IMAGE batch, or an error naming `node`'s 'images' input."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[0] == 0:
+        shape = list(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise VideoGrainInputError(node, "images", f"expected frames [F, H, W, C], got {shape}", _FRAMES_FIX)
+    return int(images.shape[0]), int(images.shape[1]), int(images.shape[2])
+
+
+def check_region_masks(node: str, region_masks, input_name: str = "region_masks") -> dict[str, torch.Tensor]:
+    """The ordered region masks, or an error when none arrived or their shapes differ."""
     if not isinstance(region_masks, dict) or not region_masks:
-        raise VideoGrainInputError(node, name, "no region masks arrived", "connect region_masks from VideoGrainLoadMasks")
+        raise VideoGrainInputError(node, input_name, "no region masks arrived",
+                                   "connect region_masks from VideoGrainLoadMasks, VideoGrainBoxesToMasks or "
+                                   "VideoGrainAutoRegions")
+    shapes = {tuple(m.shape) for m in region_masks.values()}
+    if len(shapes) != 1:
+        raise VideoGrainInputError(node, input_name, f"the region masks have different shapes {sorted(shapes)}",
+                                   "make every region from the same frames")
     return region_masks
+
+
+def masks_for_frames(node: str, images, region_masks) -> tuple[dict[str, torch.Tensor], tuple[int, int, int]]:
+    """(the region masks, (frames, height, width)) when the masks are aligned to these frames, else an error."""
+    size = frames_size(node, images)
+    masks = check_region_masks(node, region_masks)
+    shape = tuple(next(iter(masks.values())).shape)
+    if shape != size:
+        raise VideoGrainInputError(node, "images", f"the frames are {size} (frames, height, width) but the masks "
+                                   f"are {shape}", "give the same frames the masks were aligned to")
+    return masks, size
 
 
 class VideoGrainLoadMasks:
@@ -112,10 +141,7 @@ class VideoGrainLoadMasks:
     def load(self, images, masks_path, size_mode, frame_load_cap, skip_first_frames, select_every_nth, threshold,
              source_width=None, source_height=None):
         node = "VideoGrainLoadMasks"
-        if images.ndim != 4:
-            raise VideoGrainInputError(node, "images", f"expected frames [F, H, W, C], got shape {tuple(images.shape)}",
-                                       "connect the IMAGE output of VideoGrainLoadVideo")
-        frames, height, width = images.shape[:3]
+        frames, height, width = frames_size(node, images)
         source = (source_width, source_height) if source_width and source_height else None
         try:
             selection = FrameSelection(frame_load_cap, skip_first_frames, select_every_nth)
@@ -147,7 +173,7 @@ class VideoGrainSelectMask:
 
     def select(self, region_masks, name):
         node = "VideoGrainSelectMask"
-        masks = _check_masks(node, "region_masks", region_masks)
+        masks = check_region_masks(node, region_masks)
         wanted = [n.strip() for n in name.split(",") if n.strip()]
         available = ", ".join(masks)
         if not wanted:
@@ -182,12 +208,7 @@ class VideoGrainMaskOverlay:
 
     def draw(self, images, region_masks, opacity):
         node = "VideoGrainMaskOverlay"
-        masks = _check_masks(node, "region_masks", region_masks)
-        shape = tuple(next(iter(masks.values())).shape)
-        if images.ndim != 4 or tuple(images.shape[:3]) != shape:
-            raise VideoGrainInputError(node, "images", f"the frames are {tuple(images.shape[:3])} (frames, height, "
-                                       f"width) but the masks are {shape}",
-                                       "give the same frames that VideoGrainLoadMasks aligned the masks to")
+        masks, _ = masks_for_frames(node, images, region_masks)
         return (overlay(images, masks, opacity),)
 
 

@@ -17,7 +17,7 @@ from ..masks.load import MaskLoadError, plan_masks
 from ..masks.normalize import MaskShapeError, align_mask
 from ..masks.preview import label_image
 from .errors import VideoGrainInputError
-from .mask_nodes import MASKS_TYPE
+from .mask_nodes import MASKS_TYPE, check_region_masks, frames_size, masks_for_frames
 from .notify import warn
 
 ALIGN, BOXES, OPS, CHECK = "VideoGrainAlignMask", "VideoGrainBoxesToMasks", "VideoGrainMaskOps", "VideoGrainMaskCheck"
@@ -25,30 +25,6 @@ CATEGORY = "VideoGrain/masks"
 OPERATIONS = ("grow", "shrink", "feather", "fill_holes", "remove_specks", "temporal_median",
               "union", "intersection", "difference", "complement")
 _PAIRWISE = ("union", "intersection", "difference")
-_FRAMES_FIX = "connect the IMAGE output of VideoGrainLoadVideo"
-
-
-def frames_size(node: str, images) -> tuple[int, int, int]:
-    """(frames, height, width) of an IMAGE batch, or an error naming `node`'s 'images' input."""
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[0] == 0:
-        shape = list(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise VideoGrainInputError(node, "images", f"expected frames [F, H, W, C], got {shape}", _FRAMES_FIX)
-    return int(images.shape[0]), int(images.shape[1]), int(images.shape[2])
-
-
-def check_region_masks(node: str, region_masks, input_name: str = "region_masks") -> dict[str, torch.Tensor]:
-    """The ordered region masks, or an error when none arrived or their shapes differ."""
-    if not isinstance(region_masks, dict) or not region_masks:
-        raise VideoGrainInputError(node, input_name, "no region masks arrived",
-                                   "connect region_masks from VideoGrainLoadMasks, VideoGrainBoxesToMasks or "
-                                   "VideoGrainAutoRegions")
-    shapes = {tuple(m.shape) for m in region_masks.values()}
-    if len(shapes) != 1:
-        raise VideoGrainInputError(node, input_name, f"the region masks have different shapes {sorted(shapes)}",
-                                   "make every region from the same frames")
-    return region_masks
-
-
 def _source(source_width, source_height) -> tuple[int, int] | None:
     return (int(source_width), int(source_height)) if source_width and source_height else None
 
@@ -246,13 +222,7 @@ class VideoGrainMaskCheck:
         }}
 
     def check(self, images, region_masks, downsample, background_lock):
-        frames, h, w = frames_size(CHECK, images)
-        masks = check_region_masks(CHECK, region_masks)
-        shape = tuple(next(iter(masks.values())).shape)
-        if shape != (frames, h, w):
-            raise VideoGrainInputError(CHECK, "images", f"the frames are {(frames, h, w)} (frames, height, width) "
-                                       f"but the masks are {shape}",
-                                       "give the same frames the masks were aligned to")
+        masks, (frames, h, w) = masks_for_frames(CHECK, images, region_masks)
         if downsample not in RULES:
             raise VideoGrainInputError(CHECK, "downsample", f"unknown rule {downsample!r}",
                                        f"pick one of {', '.join(RULES)}")
