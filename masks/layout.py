@@ -155,6 +155,12 @@ class RegionLayout:
                 f"downsample {self.downsample})")
 
 
+def latent_size_of(height: int, width: int) -> tuple[int, int]:
+    """The SD1.5 latent grid of frames of height × width pixels: VAEEncode crops the frames to multiples
+    of 8 first, so the size rounds down."""
+    return height // 8, width // 8
+
+
 def attention_sizes(latent_size: tuple[int, int], levels: int = 4) -> list[tuple[int, int]]:
     """Token grids of the UNet levels: the latent size, then halved with ceil (stride-2 convs)."""
     h, w = latent_size

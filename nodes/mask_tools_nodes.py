@@ -13,6 +13,7 @@ from ..masks.boxes import BoxesError, boxes_to_masks
 from ..masks.check import coverage_plot, coverage_table, coverage_text, mask_warnings
 from ..masks.downsample import DEFAULT_RULE, RULES
 from ..masks.geometry import SIZE_MODES
+from ..masks.layout import latent_size_of
 from ..masks.load import MaskLoadError, plan_masks
 from ..masks.normalize import MaskShapeError, align_mask
 from ..masks.preview import label_image
@@ -228,8 +229,7 @@ class VideoGrainMaskCheck:
                                        f"pick one of {', '.join(RULES)}")
         masks = {name: m.float().cpu() for name, m in masks.items()}
         cov = coverage_table(masks)
-        latent = (-(-h // 8), -(-w // 8))
-        warnings = mask_warnings(masks, latent, background_lock=bool(background_lock), rule=downsample)
+        warnings = mask_warnings(masks, latent_size_of(h, w), background_lock=bool(background_lock), rule=downsample)
         for message in warnings:
             warn(CHECK, message)
         text = coverage_text(cov)

@@ -12,7 +12,7 @@ from ..attention.recorder import RECORDER_KEY, AttentionRecorder
 from ..attention.settings import STLayoutSettings
 from ..attention.trajectory import TRAJECTORIES_KEY
 from ..attention.windows import WINDOWS_KEY, TemporalWindows, WindowError
-from ..masks.layout import attention_sizes
+from ..masks.layout import attention_sizes, latent_size_of
 from ..sampling.pnp_features import RESIDUAL_BLOCKS
 
 WrappersMP_DIFFUSION_MODEL = "diffusion_model"  # comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL
@@ -165,8 +165,7 @@ RESOLUTIONS = {"64": 1, "64+32": 2, "64+32+16": 3}
 
 def trajectory_grids(image_size: tuple[int, int], resolution: str) -> list[tuple[int, int]]:
     """Token grids (h, w) named by `resolution` for frames of `image_size` (H, W) pixels, distinct."""
-    latent = (image_size[0] // 8, image_size[1] // 8)  # VAEEncode crops to multiples of 8
-    grids = attention_sizes(latent)[:RESOLUTIONS[resolution]]
+    grids = attention_sizes(latent_size_of(*image_size))[:RESOLUTIONS[resolution]]
     return list(dict.fromkeys(grids))
 
 
