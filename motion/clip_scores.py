@@ -50,12 +50,17 @@ def _embeddings(x, name: str) -> torch.Tensor:
     return x / norms[:, None]
 
 
+def _unit_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise cosine of rows already of unit length, clamped against rounding to [-1, 1]."""
+    return (a * b).sum(dim=1).clamp(-1.0, 1.0)
+
+
 def cosine(a, b) -> torch.Tensor:
     """Row-wise cosine similarity of [N, D] and [N, D] (or [1, D], broadcast), float64 [N]."""
     a, b = _embeddings(a, "a"), _embeddings(b, "b")
     if a.shape[1] != b.shape[1]:
         raise ClipScoreError(f"embedding sizes differ: {a.shape[1]} and {b.shape[1]}")
-    return (a * b).sum(dim=1).clamp(-1.0, 1.0)
+    return _unit_cosine(a, b)
 
 
 def clip_text_score(image_embeds, text_embed, scale: float = SCALE) -> ClipScore:
@@ -70,7 +75,7 @@ def clip_text_score(image_embeds, text_embed, scale: float = SCALE) -> ClipScore
     if images.shape[1] != text.shape[1]:
         raise ClipScoreError(f"the image embeddings have {images.shape[1]} dimensions but the text embedding "
                              f"{text.shape[1]}: they come from different CLIP models")
-    values = ((images * text).sum(dim=1).clamp(-1.0, 1.0) * scale).tolist()
+    values = (_unit_cosine(images, text) * scale).tolist()
     return ClipScore(float(sum(values) / len(values)), values, scale)
 
 
@@ -79,5 +84,5 @@ def clip_frame_score(image_embeds, scale: float = SCALE) -> ClipScore:
     images = _embeddings(image_embeds, "image embeddings")
     if images.shape[0] < 2:
         raise ClipScoreError(f"CLIP-F compares consecutive frames and needs at least 2, got {images.shape[0]}")
-    values = ((images[:-1] * images[1:]).sum(dim=1).clamp(-1.0, 1.0) * scale).tolist()
+    values = (_unit_cosine(images[:-1], images[1:]) * scale).tolist()
     return ClipScore(float(sum(values) / len(values)), values, scale)

@@ -39,13 +39,14 @@ def _check_vision(node: str, clip_vision) -> None:
                                    "(not DINOv2)")
 
 
-def _frames(node: str, images, least: int) -> torch.Tensor:
+def _frames(node: str, images, least: int, needs: str) -> torch.Tensor:
+    """The frames' RGB channels; `needs` says why the score needs `least` frames ("CLIP-F compares ...")."""
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] < 3:
         raise VideoGrainInputError(node, "images", "this is not an IMAGE batch [frames, height, width, channels]",
                                    "connect decoded frames (IMAGE)")
     if images.shape[0] < least:
-        raise VideoGrainInputError(node, "images", f"CLIP-F compares consecutive frames and needs at least {least}, "
-                                   f"got {images.shape[0]}", "connect a clip of at least 2 frames")
+        raise VideoGrainInputError(node, "images", f"{needs} at least {least}, got {images.shape[0]}",
+                                   f"connect a clip of at least {least} frames")
     return images[..., :3]
 
 
@@ -161,7 +162,7 @@ class VideoGrainCLIPText:
 
     def measure(self, clip_vision, clip, images, text):
         node = TEXT_NODE
-        frames = _frames(node, images, 1)
+        frames = _frames(node, images, 1, "CLIP-T scores each frame and needs")
         _check_vision(node, clip_vision)
         projection = getattr(getattr(clip_vision.model, "visual_projection", None), "weight", None)
         text_embed = text_embedding(node, clip, text)
@@ -202,7 +203,7 @@ class VideoGrainCLIPFrames:
 
     def measure(self, clip_vision, images):
         node = FRAMES_NODE
-        frames = _frames(node, images, 2)
+        frames = _frames(node, images, 2, "CLIP-F compares consecutive frames and needs")
         image_embeds = image_embeddings(node, clip_vision, frames)
         try:
             score = clip_frame_score(image_embeds, SCALE)
