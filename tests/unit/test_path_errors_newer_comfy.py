@@ -41,3 +41,14 @@ def test_masks_path_value_error_becomes_the_packs_message(strict_folder_paths):
 def test_no_video_chosen_keeps_its_own_message(strict_folder_paths):
     with pytest.raises(VideoGrainInputError, match="no video is chosen"):
         video_nodes.resolve_source("")
+
+
+def test_a_nul_byte_in_a_listed_value_is_a_path_error(monkeypatch, tmp_path):
+    """os.path raises ValueError on a NUL byte: nodes.utils turns it into PathNotAllowed, which the node names."""
+    fake = types.ModuleType("folder_paths")
+    fake.get_input_directory = lambda: str(tmp_path)
+    monkeypatch.setitem(sys.modules, "folder_paths", fake)
+    with pytest.raises(utils.PathNotAllowed, match="null byte"):
+        utils.resolve_listed("clip\0.mp4")
+    with pytest.raises(VideoGrainInputError, match="VideoGrainLoadVideo input 'video'"):
+        video_nodes.resolve_source("clip\0.mp4")
